@@ -1,0 +1,184 @@
+"""One API's options (the `options` table), served from a process-local snapshot.
+
+Reads never touch the database once the snapshot is loaded; `set_option` writes the row and
+invalidates the snapshot in every process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from oneapi import caching
+
+EMAIL_DOMAIN_WHITELIST = (
+    "gmail.com,163.com,126.com,qq.com,outlook.com,hotmail.com,icloud.com,yahoo.com,foxmail.com"
+)
+
+
+def _default_options() -> dict[str, str]:
+    from billing import ratio_defaults
+
+    return {
+        "SystemName": "One API",
+        "Logo": "",
+        "Footer": "",
+        "Notice": "",
+        "About": "",
+        "HomePageContent": "",
+        "Theme": settings.THEME,
+        "ServerAddress": "",
+        "PasswordLoginEnabled": "true",
+        "PasswordRegisterEnabled": "true",
+        "RegisterEnabled": "true",
+        "EmailVerificationEnabled": "false",
+        "EmailDomainRestrictionEnabled": "false",
+        "EmailDomainWhitelist": EMAIL_DOMAIN_WHITELIST,
+        "SMTPServer": "",
+        "SMTPPort": "587",
+        "SMTPAccount": "",
+        "SMTPFrom": "",
+        "SMTPToken": "",
+        "GitHubOAuthEnabled": "false",
+        "GitHubClientId": "",
+        "GitHubClientSecret": "",
+        "LarkClientId": "",
+        "LarkClientSecret": "",
+        "OidcEnabled": "false",
+        "OidcClientId": "",
+        "OidcClientSecret": "",
+        "OidcWellKnown": "",
+        "OidcAuthorizationEndpoint": "",
+        "OidcTokenEndpoint": "",
+        "OidcUserinfoEndpoint": "",
+        "WeChatAuthEnabled": "false",
+        "WeChatServerAddress": "",
+        "WeChatServerToken": "",
+        "WeChatAccountQRCodeImageURL": "",
+        "TurnstileCheckEnabled": "false",
+        "TurnstileSiteKey": "",
+        "TurnstileSecretKey": "",
+        "MessagePusherAddress": "",
+        "MessagePusherToken": "",
+        "QuotaForNewUser": "0",
+        "QuotaForInviter": "0",
+        "QuotaForInvitee": "0",
+        "QuotaRemindThreshold": "1000",
+        "PreConsumedQuota": "500",
+        "QuotaPerUnit": "500000",
+        "DisplayInCurrencyEnabled": "true",
+        "DisplayTokenStatEnabled": "true",
+        "TopUpLink": "",
+        "ChatLink": "",
+        "RetryTimes": "0",
+        "AutomaticDisableChannelEnabled": "false",
+        "AutomaticEnableChannelEnabled": "false",
+        "ChannelDisableThreshold": "5",
+        "ApproximateTokenEnabled": "false",
+        "LogConsumeEnabled": "true",
+        "ModelRatio": json.dumps(ratio_defaults.DEFAULT_MODEL_RATIO),
+        "CompletionRatio": json.dumps(ratio_defaults.DEFAULT_COMPLETION_RATIO),
+        "GroupRatio": json.dumps(ratio_defaults.DEFAULT_GROUP_RATIO),
+    }
+
+
+class OptionSnapshot:
+    """All options as strings, plus memoised parsed values; replaced whole on reload."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self._parsed: dict[tuple[str, str], Any] = {}
+
+    def parsed(self, key: str, kind: str, parse: Callable[[str], Any]) -> Any:
+        cache_key = (key, kind)
+        try:
+            return self._parsed[cache_key]
+        except KeyError:
+            value = parse(self.values.get(key, ""))
+            self._parsed[cache_key] = value
+            return value
+
+
+_snapshot: OptionSnapshot | None = None
+_lock = threading.Lock()
+
+
+def load_snapshot() -> OptionSnapshot:
+    from oneapi.models import Option
+
+    values = _default_options()
+    values.update(dict(Option.objects.values_list("key", "value")))
+    return OptionSnapshot(values)
+
+
+def snapshot() -> OptionSnapshot:
+    global _snapshot
+    current = _snapshot
+    if current is None:
+        with _lock:
+            if _snapshot is None:
+                _snapshot = load_snapshot()
+            current = _snapshot
+    return current
+
+
+@caching.on_invalidate(caching.OPTIONS)
+def _drop_snapshot(_ident: str) -> None:
+    global _snapshot
+    _snapshot = None
+
+
+def get_str(key: str) -> str:
+    return snapshot().values.get(key, "")
+
+
+def get_bool(key: str) -> bool:
+    return snapshot().parsed(key, "bool", lambda raw: raw.strip().lower() == "true")
+
+
+def get_int(key: str) -> int:
+    def parse(raw: str) -> int:
+        try:
+            return int(float(raw))
+        except ValueError:
+            return 0
+
+    return snapshot().parsed(key, "int", parse)
+
+
+def get_float(key: str) -> float:
+    def parse(raw: str) -> float:
+        try:
+            return float(raw)
+        except ValueError:
+            return 0.0
+
+    return snapshot().parsed(key, "float", parse)
+
+
+def get_json(key: str) -> Any:
+    def parse(raw: str) -> Any:
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+
+    return snapshot().parsed(key, "json", parse)
+
+
+def all_options() -> dict[str, str]:
+    return dict(snapshot().values)
+
+
+@transaction.atomic
+def set_option(key: str, value: str) -> None:
+    """Store one option and make every process see it. Validation lives in the API layer."""
+    from oneapi.models import Option
+
+    Option.objects.update_or_create(key=key, defaults={"value": value})
+    caching.invalidate(caching.OPTIONS)
