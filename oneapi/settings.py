@@ -17,12 +17,13 @@ from dotenv import load_dotenv
 
 from oneapi.dsn import parse_dsn, sqlite_database
 from oneapi.env import env_bool, env_choice, env_float, env_int, env_str
+from oneapi.version import VERSION as VERSION  # re-exported as settings.VERSION
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A .env file in the working directory is read when present; real environment variables win.
 load_dotenv(Path.cwd() / ".env", override=False)
 
-VERSION = "0.1.0"
+
 DEBUG = env_bool("DEBUG", False)
 DATA_DIR = Path(env_str("DATA_DIR", str(Path.cwd() / "data"))).resolve()
 LOG_DIR = env_str("ONEAPI_LOG_DIR", "")
@@ -176,6 +177,7 @@ else:
         "data_folder_in": str(CELERY_DATA_DIR / "queue"),
         "data_folder_out": str(CELERY_DATA_DIR / "queue"),
         "processed_folder": str(CELERY_DATA_DIR / "processed"),
+        "control_folder": str(CELERY_DATA_DIR / "control"),
         "store_processed": False,
     }
     CELERY_RESULT_BACKEND = f"file://{CELERY_DATA_DIR / 'results'}"
@@ -290,3 +292,13 @@ if LOG_DIR:
         "filename": str(Path(LOG_DIR) / _log_file),
     }
     _handlers.append("file")
+
+# Celery logs through the LOGGING above (console and --log-dir) instead of its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "prune-cache-events": {
+        "task": "oneapi.prune_cache_events",
+        "schedule": 600.0,
+        "options": {"expires": 600},
+    },
+}
