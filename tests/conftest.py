@@ -129,3 +129,18 @@ def live_daphne(transactional_db: None) -> Iterator[str]:
         yield base_url
     finally:
         stop_process(process)
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_caches() -> Iterator[None]:
+    """Each test starts with empty in-memory caches: the database is rolled back between
+    tests without the invalidations a real write path would send."""
+    from oneapi import caching
+
+    def drop_all() -> None:
+        for kind in list(caching._handlers):
+            caching.run_handlers(kind, "*")
+
+    drop_all()
+    yield
+    drop_all()
