@@ -19,7 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 _GO_ONLY_MYSQL_PARAMS = {"parseTime", "loc", "timeout", "readTimeout", "writeTimeout", "tls"}
 
 _GO_MYSQL_DSN = re.compile(
-    r"^(?:(?P<user>[^:@/]*)(?::(?P<password>[^@]*))?@)?"
+    # The password may contain "@": like Go's driver, the user part ends at the LAST "@".
+    r"^(?:(?P<user>[^:@/]*)(?::(?P<password>.*))?@)?"
     r"(?P<net>tcp|unix)?(?:\((?P<address>[^)]*)\))?"
     r"/(?P<name>[^?]*)(?:\?(?P<params>.*))?$"
 )
@@ -137,5 +138,13 @@ def _with_mysql_defaults(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _redact(dsn: str) -> str:
-    """Hide the password when a DSN is quoted in an error message."""
-    return re.sub(r"(://[^:/@]*:|^[^:@/]*:)[^@]*@", r"\1***@", dsn)
+    """Hide the password when a DSN is quoted in an error message.
+
+    Passwords may contain "@", so the credentials end at the last "@".
+    """
+    scheme, separator, rest = dsn.partition("://") if "://" in dsn else ("", "", dsn)
+    userinfo, at, host_part = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return dsn
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{separator}{user}:***@{host_part}"

@@ -121,6 +121,8 @@ def _database(variable: str) -> dict:
         )
     if entry["ENGINE"].endswith("sqlite3"):
         entry["OPTIONS"]["timeout"] = SQLITE_BUSY_TIMEOUT / 1000
+        # The embedded default must start on a fresh checkout: create ./data if missing.
+        Path(entry["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     entry["CONN_MAX_AGE"] = SQL_CONN_MAX_LIFETIME
     entry["CONN_HEALTH_CHECKS"] = True
     return entry
