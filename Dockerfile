@@ -14,7 +14,8 @@ COPY relay ./relay
 COPY billing ./billing
 COPY templates ./templates
 COPY manage.py ./
-RUN pip install --no-cache-dir .
+# Editable, so templates/ and manage.py are found next to the code.
+RUN pip install --no-cache-dir -e .
 
 VOLUME ["/data"]
 EXPOSE 3000
