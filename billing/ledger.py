@@ -1,0 +1,128 @@
+"""In-memory quota balances with reservations: the relay's pre-consume and settle, no I/O.
+
+For each user and each limited key the ledger knows the balance stored in the database as of
+its last load (`stored`), the charges already settled but not yet written back (`pending`),
+and the reservations of requests in flight (`reserved`). A request may start only when both
+its user and its key can cover the reservation, checked and taken under one lock, so no
+number of concurrent requests can overdraw either by more than one settlement delta (the
+difference between what a request reserved and what it finally cost).
+
+Settled charges are made durable by the usage journal and written to the database in
+batches; `applied()` then moves them from `pending` into `stored`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from relay.errors import RelayError
+
+
+@dataclass
+class Balance:
+    stored: int
+    pending: int = 0
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.stored - self.pending - self.reserved
+
+
+@dataclass(frozen=True)
+class Reservation:
+    user_id: int
+    key_id: int | None  # None for unlimited keys: only the user's balance is involved
+    amount: int
+
+
+def insufficient_user_quota() -> RelayError:
+    return RelayError(403, "user quota is not enough", code="insufficient_user_quota")
+
+
+def insufficient_key_quota() -> RelayError:
+    return RelayError(403, "令牌额度不足", code="pre_consume_token_quota_failed")
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._users: dict[int, Balance] = {}
+        self._keys: dict[int, Balance] = {}
+        self._lock = threading.Lock()
+
+    # --- loading -----------------------------------------------------------------------
+    def has_user(self, user_id: int) -> bool:
+        return user_id in self._users
+
+    def has_key(self, key_id: int) -> bool:
+        return key_id in self._keys
+
+    def load_user(self, user_id: int, stored: int) -> None:
+        """Set the database value; `pending` must not hold charges already in `stored`."""
+        with self._lock:
+            balance = self._users.setdefault(user_id, Balance(stored))
+            balance.stored = stored
+
+    def load_key(self, key_id: int, stored: int) -> None:
+        with self._lock:
+            balance = self._keys.setdefault(key_id, Balance(stored))
+            balance.stored = stored
+
+    def user_available(self, user_id: int) -> int:
+        return self._users[user_id].available
+
+    def key_available(self, key_id: int) -> int:
+        return self._keys[key_id].available
+
+    # --- the request path ----------------------------------------------------------------
+    def reserve(self, user_id: int, key_id: int | None, amount: int) -> Reservation:
+        """Take `amount` from both balances, or raise One API's 403 without taking anything.
+
+        A request needs a positive balance even when its reservation is zero (a free model),
+        as One API refuses a user whose quota is used up.
+        """
+        amount = max(amount, 0)
+        with self._lock:
+            user = self._users[user_id]
+            if user.available - amount < 0 or user.available <= 0:
+                raise insufficient_user_quota()
+            key = self._keys[key_id] if key_id is not None else None
+            if key is not None and (key.available - amount < 0 or key.available <= 0):
+                raise insufficient_key_quota()
+            user.reserved += amount
+            if key is not None:
+                key.reserved += amount
+        return Reservation(user_id, key_id, amount)
+
+    def settle(self, reservation: Reservation, charged: int) -> None:
+        """Replace the reservation by the final charge (journal it durably first)."""
+        with self._lock:
+            user = self._users[reservation.user_id]
+            user.reserved -= reservation.amount
+            user.pending += charged
+            if reservation.key_id is not None:
+                key = self._keys[reservation.key_id]
+                key.reserved -= reservation.amount
+                key.pending += charged
+
+    def release(self, reservation: Reservation) -> None:
+        """The request failed: give the whole reservation back."""
+        self.settle(reservation, 0)
+
+    # --- write-back ------------------------------------------------------------------------
+    def applied(self, user_charges: dict[int, int], key_charges: dict[int, int]) -> None:
+        """Charges now in the database: move them from `pending` into `stored`."""
+        with self._lock:
+            for table, charges in ((self._users, user_charges), (self._keys, key_charges)):
+                for balance_id, charged in charges.items():
+                    balance = table.get(balance_id)
+                    if balance is not None:
+                        balance.stored -= charged
+                        balance.pending -= charged
+
+    def credit_user(self, user_id: int, amount: int) -> None:
+        """A top-up (or any change) committed to the database by someone else."""
+        with self._lock:
+            if user_id in self._users:
+                self._users[user_id].stored += amount
