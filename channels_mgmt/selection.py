@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -94,26 +93,12 @@ def load_routing_table() -> RoutingTable:
     return RoutingTable(channels=channels, candidates=dict(grouped))
 
 
-_table: RoutingTable | None = None
-_lock = threading.Lock()
+_table = caching.Reloadable(caching.CHANNELS, load_routing_table)
 
 
 def routing_table() -> RoutingTable:
     """The current table; the first call (or the first after a change) loads it."""
-    global _table
-    table = _table
-    if table is None:
-        with _lock:
-            if _table is None:
-                _table = load_routing_table()
-            table = _table
-    return table
-
-
-@caching.on_invalidate(caching.CHANNELS)
-def _drop_routing_table(_ident: str) -> None:
-    global _table
-    _table = None
+    return _table.get()
 
 
 def pick_channel(

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -21,6 +22,7 @@ from django.db import close_old_connections, transaction
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[str], None]
+T = TypeVar("T")
 _handlers: dict[str, list[Handler]] = defaultdict(list)
 _REORDER_WINDOW_SECONDS = 5.0
 
@@ -140,3 +142,25 @@ def start_event_listener() -> EventListener:
             _listener = EventListener()
             _listener.start()
         return _listener
+
+
+class Reloadable(Generic[T]):
+    """A value loaded on first use and dropped whenever `kind` is invalidated anywhere."""
+
+    def __init__(self, kind: str, load: Callable[[], T]) -> None:
+        self._load = load
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        on_invalidate(kind)(self.drop)
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._load()
+                value = self._value
+        return value
+
+    def drop(self, _ident: str = "") -> None:
+        self._value = None

@@ -7,7 +7,6 @@ invalidates the snapshot in every process.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -104,10 +103,6 @@ class OptionSnapshot:
             return value
 
 
-_snapshot: OptionSnapshot | None = None
-_lock = threading.Lock()
-
-
 def load_snapshot() -> OptionSnapshot:
     from oneapi.models import Option
 
@@ -116,21 +111,11 @@ def load_snapshot() -> OptionSnapshot:
     return OptionSnapshot(values)
 
 
+_snapshot = caching.Reloadable(caching.OPTIONS, load_snapshot)
+
+
 def snapshot() -> OptionSnapshot:
-    global _snapshot
-    current = _snapshot
-    if current is None:
-        with _lock:
-            if _snapshot is None:
-                _snapshot = load_snapshot()
-            current = _snapshot
-    return current
-
-
-@caching.on_invalidate(caching.OPTIONS)
-def _drop_snapshot(_ident: str) -> None:
-    global _snapshot
-    _snapshot = None
+    return _snapshot.get()
 
 
 def get_str(key: str) -> str:
