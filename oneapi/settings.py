@@ -7,9 +7,11 @@ that names the variable instead of failing on the first request.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 import warnings
+import zoneinfo
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -83,11 +85,17 @@ GEMINI_SAFETY_SETTING = env_choice(
     ("BLOCK_NONE", "BLOCK_ONLY_HIGH", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_LOW_AND_ABOVE", "OFF"),
 )
 GEMINI_VERSION = env_str("GEMINI_VERSION", "v1")
+if not re.fullmatch(r"v\d+(alpha|beta)?\d*", GEMINI_VERSION):
+    raise ImproperlyConfigured(
+        f"GEMINI_VERSION must look like v1 or v1beta, got {GEMINI_VERSION!r}"
+    )
 TEST_PROMPT = env_str(
     "TEST_PROMPT", "Output only your specific model name with no additional text."
 )
 TIKTOKEN_CACHE_DIR = env_str("TIKTOKEN_CACHE_DIR", env_str("DATA_GYM_CACHE_DIR", ""))
-THEME = env_str("THEME", "default")
+if TIKTOKEN_CACHE_DIR and not Path(TIKTOKEN_CACHE_DIR).is_dir():
+    raise ImproperlyConfigured(f"TIKTOKEN_CACHE_DIR is not a directory: {TIKTOKEN_CACHE_DIR!r}")
+THEME = env_choice("THEME", "default", ("default", "berry", "air"))
 ENABLE_METRIC = env_bool("ENABLE_METRIC", False)
 METRIC_QUEUE_SIZE = env_int("METRIC_QUEUE_SIZE", 10, minimum=1)
 METRIC_SUCCESS_RATE_THRESHOLD = env_float(
@@ -253,6 +261,10 @@ SESSION_ENGINE = (
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
 TIME_ZONE = env_str("TZ", "UTC") or "UTC"
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"TZ is not a known time zone: {TIME_ZONE!r}") from None
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

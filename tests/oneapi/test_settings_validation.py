@@ -70,6 +70,10 @@ def run_settings(
         ("BATCH_UPDATE_ENABLED", "maybe"),
         ("FRONTEND_BASE_URL", "example.com"),
         ("GEMINI_SAFETY_SETTING", "LOUD"),
+        ("GEMINI_VERSION", "latest"),
+        ("THEME", "neon"),
+        ("TZ", "Mars/Olympus"),
+        ("TIKTOKEN_CACHE_DIR", "/no/such/dir"),
     ],
 )
 def test_bad_variable_fails_startup_naming_it(tmp_path, variable, value):
@@ -152,15 +156,15 @@ def test_sqlite_busy_timeout_applies(tmp_path):
 
 def test_dotenv_in_cwd_is_read_and_real_env_wins(tmp_path):
     (tmp_path / ".env").write_text(
-        "SQL_DSN=postgres://u:p@dotenv-host:5432/fromdotenv\nTHEME=from-dotenv\n",
+        "SQL_DSN=postgres://u:p@dotenv-host:5432/fromdotenv\nTHEME=berry\n",
         encoding="utf-8",
     )
-    result = run_settings(tmp_path, DUMP, THEME="from-env")
+    result = run_settings(tmp_path, DUMP, THEME="air")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["DATABASES"]["default"]["HOST"] == "dotenv-host"
     assert data["DATABASES"]["default"]["NAME"] == "fromdotenv"
-    assert data["THEME"] == "from-env"
+    assert data["THEME"] == "air"
 
 
 def test_bad_value_in_dotenv_fails(tmp_path):
