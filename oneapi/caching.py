@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class EventListener(threading.Thread):
                 logger.exception("cache event poll failed")
             finally:
                 close_old_connections()
+        connections.close_all()
 
 
 _listener: EventListener | None = None

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from accounts.models import User
+from billing.journal import Journal, UsageRecord
+from billing.ledger import Ledger
+from billing.models import ApiKey
+from billing.writeback import WriteBack
+from tests.factories import make_channel, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def charge(ledger: Ledger, journal: Journal, user, key, channel, request_id: str, quota: int):
+    reservation = ledger.reserve(user.pk, key.pk, 100)
+    journal.append(UsageRecord(request_id, user.pk, key.pk, True, channel.pk, quota, None))
+    ledger.settle(reservation, quota)
+
+
+def test_flush_writes_charges_and_keeps_available_balances(tmp_path: Path) -> None:
+    # given
+    user = make_user(quota=1_000)
+    key = ApiKey.objects.create(user=user, key="w" * 48, name="k", remain_quota=500)
+    channel = make_channel()
+    ledger = Ledger()
+    ledger.load_user(user.pk, 1_000)
+    ledger.load_key(key.pk, 500)
+    journal = Journal(tmp_path)
+    writeback = WriteBack(journal, ledger, interval=3600)
+    charge(ledger, journal, user, key, channel, "a", 70)
+    charge(ledger, journal, user, key, channel, "b", 30)
+
+    # when
+    flushed = writeback.flush_once()
+
+    # then: the database caught up and the ledger's view did not move
+    assert flushed == 2
+    assert User.objects.get(pk=user.pk).quota == 900
+    assert ApiKey.objects.get(pk=key.pk).remain_quota == 400
+    assert (ledger.user_available(user.pk), ledger.key_available(key.pk)) == (900, 400)
+    assert writeback.flush_once() == 0
+    journal.close()
+
+
+def test_the_thread_flushes_on_its_interval_and_on_stop(tmp_path: Path) -> None:
+    user = make_user(quota=1_000)
+    key = ApiKey.objects.create(user=user, key="x" * 48, name="k", remain_quota=500)
+    channel = make_channel()
+    ledger = Ledger()
+    ledger.load_user(user.pk, 1_000)
+    ledger.load_key(key.pk, 500)
+    journal = Journal(tmp_path)
+    writeback = WriteBack(journal, ledger, interval=0.05)
+    writeback.start()
+
+    charge(ledger, journal, user, key, channel, "a", 10)
+    deadline = time.monotonic() + 5
+    while User.objects.get(pk=user.pk).quota != 990 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert User.objects.get(pk=user.pk).quota == 990
+
+    charge(ledger, journal, user, key, channel, "b", 5)
+    writeback.stop()
+
+    assert User.objects.get(pk=user.pk).quota == 985
+    assert not writeback.is_alive()
+    journal.close()
