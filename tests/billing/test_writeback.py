@@ -15,14 +15,9 @@ from tests.factories import make_channel, make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def charge(ledger: Ledger, journal: Journal, user, key, channel, request_id: str, quota: int):
-    reservation = ledger.reserve(user.pk, key.pk, 100)
-    journal.append(UsageRecord(request_id, user.pk, key.pk, True, channel.pk, quota, None))
-    ledger.settle(reservation, quota)
-
-
-def test_flush_writes_charges_and_keeps_available_balances(tmp_path: Path) -> None:
-    # given
+@pytest.fixture
+def world(tmp_path: Path):
+    """A user with 1000 quota, a key limited to 500, a channel, a loaded ledger, a journal."""
     user = make_user(quota=1_000)
     key = ApiKey.objects.create(user=user, key="w" * 48, name="k", remain_quota=500)
     channel = make_channel()
@@ -30,6 +25,19 @@ def test_flush_writes_charges_and_keeps_available_balances(tmp_path: Path) -> No
     ledger.load_user(user.pk, 1_000)
     ledger.load_key(key.pk, 500)
     journal = Journal(tmp_path)
+    yield user, key, channel, ledger, journal
+    journal.close()
+
+
+def charge(ledger: Ledger, journal: Journal, user, key, channel, request_id: str, quota: int):
+    reservation = ledger.reserve(user.pk, key.pk, 100)
+    journal.append(UsageRecord(request_id, user.pk, key.pk, True, channel.pk, quota, None))
+    ledger.settle(reservation, quota)
+
+
+def test_flush_writes_charges_and_keeps_available_balances(world) -> None:
+    # given
+    user, key, channel, ledger, journal = world
     writeback = WriteBack(journal, ledger, interval=3600)
     charge(ledger, journal, user, key, channel, "a", 70)
     charge(ledger, journal, user, key, channel, "b", 30)
@@ -43,17 +51,10 @@ def test_flush_writes_charges_and_keeps_available_balances(tmp_path: Path) -> No
     assert ApiKey.objects.get(pk=key.pk).remain_quota == 400
     assert (ledger.user_available(user.pk), ledger.key_available(key.pk)) == (900, 400)
     assert writeback.flush_once() == 0
-    journal.close()
 
 
-def test_the_thread_flushes_on_its_interval_and_on_stop(tmp_path: Path) -> None:
-    user = make_user(quota=1_000)
-    key = ApiKey.objects.create(user=user, key="x" * 48, name="k", remain_quota=500)
-    channel = make_channel()
-    ledger = Ledger()
-    ledger.load_user(user.pk, 1_000)
-    ledger.load_key(key.pk, 500)
-    journal = Journal(tmp_path)
+def test_the_thread_flushes_on_its_interval_and_on_stop(world) -> None:
+    user, key, channel, ledger, journal = world
     writeback = WriteBack(journal, ledger, interval=0.05)
     writeback.start()
 
@@ -68,4 +69,3 @@ def test_the_thread_flushes_on_its_interval_and_on_stop(tmp_path: Path) -> None:
 
     assert User.objects.get(pk=user.pk).quota == 985
     assert not writeback.is_alive()
-    journal.close()
