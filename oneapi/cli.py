@@ -57,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def children(port: int, host: str, with_worker: bool) -> list[Child]:
     python = sys.executable
-    data_dir = os.environ["DATA_DIR"]
     result = [
         Child(
             "web",
@@ -96,8 +95,6 @@ def children(port: int, host: str, with_worker: bool) -> list[Child]:
                     "beat",
                     "--loglevel",
                     "INFO",
-                    "--schedule",
-                    str(Path(data_dir) / "celery" / "beat-schedule"),
                     "--pidfile",
                     "",
                 ],
