@@ -11,6 +11,7 @@ import math
 
 from billing import ratio_defaults
 from oneapi import options
+from oneapi.options import OptionSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,17 @@ def _lookup(configured: dict, defaults: dict, model: str, channel_type: int) -> 
     return None
 
 
-def model_ratio(model: str, channel_type: int = 0) -> float:
+def _options(snapshot: OptionSnapshot | None) -> OptionSnapshot:
+    return snapshot if snapshot is not None else options.snapshot()
+
+
+def model_ratio(model: str, channel_type: int = 0, snapshot: OptionSnapshot | None = None) -> float:
     name = _base_model_name(model)
     ratio = _lookup(
-        options.get_json("ModelRatio"), ratio_defaults.DEFAULT_MODEL_RATIO, name, channel_type
+        _options(snapshot).get_json("ModelRatio"),
+        ratio_defaults.DEFAULT_MODEL_RATIO,
+        name,
+        channel_type,
     )
     if ratio is None:
         logger.warning("model ratio not found: %s; charging ratio %s", model, 30)
@@ -45,10 +53,12 @@ def model_ratio(model: str, channel_type: int = 0) -> float:
     return ratio
 
 
-def completion_ratio(model: str, channel_type: int = 0) -> float:
+def completion_ratio(
+    model: str, channel_type: int = 0, snapshot: OptionSnapshot | None = None
+) -> float:
     name = _base_model_name(model)
     ratio = _lookup(
-        options.get_json("CompletionRatio"),
+        _options(snapshot).get_json("CompletionRatio"),
         ratio_defaults.DEFAULT_COMPLETION_RATIO,
         name,
         channel_type,
@@ -56,8 +66,8 @@ def completion_ratio(model: str, channel_type: int = 0) -> float:
     return ratio if ratio is not None else ratio_defaults.builtin_completion_ratio(name)
 
 
-def group_ratio(group: str) -> float:
-    value = options.get_json("GroupRatio").get(group)
+def group_ratio(group: str, snapshot: OptionSnapshot | None = None) -> float:
+    value = _options(snapshot).get_json("GroupRatio").get(group)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return 1.0
@@ -75,9 +85,11 @@ def text_quota(
     return quota
 
 
-def pre_consume_quota(prompt_tokens: int, max_tokens: int, ratio: float) -> int:
+def pre_consume_quota(
+    prompt_tokens: int, max_tokens: int, ratio: float, snapshot: OptionSnapshot | None = None
+) -> int:
     """The reservation taken before calling upstream; truncated like One API's int64()."""
-    tokens = options.get_int("PreConsumedQuota") + prompt_tokens + max(max_tokens, 0)
+    tokens = _options(snapshot).get_int("PreConsumedQuota") + prompt_tokens + max(max_tokens, 0)
     return int(tokens * ratio)
 
 

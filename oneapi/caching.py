@@ -163,5 +163,9 @@ class Reloadable(Generic[T]):
                 value = self._value
         return value
 
+    def peek(self) -> T | None:
+        """The loaded value, or None when the next `get` would have to load it."""
+        return self._value
+
     def drop(self, _ident: str = "") -> None:
         self._value = None

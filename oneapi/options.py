@@ -87,7 +87,11 @@ def _default_options() -> dict[str, str]:
 
 
 class OptionSnapshot:
-    """All options as strings, plus memoised parsed values; replaced whole on reload."""
+    """All options as strings, plus memoised parsed values; replaced whole on reload.
+
+    The relay takes one snapshot per request and reads it without I/O (an async view must not
+    trigger a reload from the database in the middle of a request).
+    """
 
     def __init__(self, values: dict[str, str]) -> None:
         self.values = values
@@ -101,6 +105,46 @@ class OptionSnapshot:
             value = parse(self.values.get(key, ""))
             self._parsed[cache_key] = value
             return value
+
+    def get_str(self, key: str) -> str:
+        return self.values.get(key, "")
+
+    def get_bool(self, key: str) -> bool:
+        return self.parsed(key, "bool", _parse_bool)
+
+    def get_int(self, key: str) -> int:
+        return self.parsed(key, "int", _parse_int)
+
+    def get_float(self, key: str) -> float:
+        return self.parsed(key, "float", _parse_float)
+
+    def get_json(self, key: str) -> Any:
+        return self.parsed(key, "json", _parse_json)
+
+
+def _parse_bool(raw: str) -> bool:
+    return raw.strip().lower() == "true"
+
+
+def _parse_int(raw: str) -> int:
+    try:
+        return int(float(raw))
+    except ValueError:
+        return 0
+
+
+def _parse_float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
+
+
+def _parse_json(raw: str) -> Any:
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
 
 
 def load_snapshot() -> OptionSnapshot:
@@ -119,41 +163,23 @@ def snapshot() -> OptionSnapshot:
 
 
 def get_str(key: str) -> str:
-    return snapshot().values.get(key, "")
+    return snapshot().get_str(key)
 
 
 def get_bool(key: str) -> bool:
-    return snapshot().parsed(key, "bool", lambda raw: raw.strip().lower() == "true")
+    return snapshot().get_bool(key)
 
 
 def get_int(key: str) -> int:
-    def parse(raw: str) -> int:
-        try:
-            return int(float(raw))
-        except ValueError:
-            return 0
-
-    return snapshot().parsed(key, "int", parse)
+    return snapshot().get_int(key)
 
 
 def get_float(key: str) -> float:
-    def parse(raw: str) -> float:
-        try:
-            return float(raw)
-        except ValueError:
-            return 0.0
-
-    return snapshot().parsed(key, "float", parse)
+    return snapshot().get_float(key)
 
 
 def get_json(key: str) -> Any:
-    def parse(raw: str) -> Any:
-        try:
-            return json.loads(raw) if raw else {}
-        except ValueError:
-            return {}
-
-    return snapshot().parsed(key, "json", parse)
+    return snapshot().get_json(key)
 
 
 def all_options() -> dict[str, str]:

@@ -14,5 +14,8 @@ CACHE_EVENT_RETENTION = timedelta(hours=1)
 @shared_task(name="oneapi.prune_cache_events")
 def prune_cache_events_task() -> int:
     cutoff = timezone.now() - CACHE_EVENT_RETENTION
-    deleted, _ = CacheEvent.objects.filter(created_at__lt=cutoff).delete()
+    # The newest row always stays: SQLite reuses ids of an emptied table, and listeners that
+    # remember the last id would then miss the next events.
+    newest = CacheEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    deleted, _ = CacheEvent.objects.filter(created_at__lt=cutoff).exclude(pk=newest).delete()
     return deleted
