@@ -58,6 +58,14 @@ class Ledger:
     def has_key(self, key_id: int) -> bool:
         return key_id in self._keys
 
+    def user_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._users)
+
+    def key_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._keys)
+
     def load_user(self, user_id: int, stored: int) -> None:
         """Set the database value; `pending` must not hold charges already in `stored`."""
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.db import close_old_connections, connections
 
@@ -14,19 +15,29 @@ logger = logging.getLogger(__name__)
 
 
 class WriteBack(threading.Thread):
-    """Every `interval` seconds, apply the journal and move the charges out of `pending`.
+    """Every `interval` seconds (or when woken), apply the journal and move the charges out of
+    `pending`, then run `after_flush` under the same lock (the runtime reloads balances that
+    changed in the database there, when no journal line can be half-applied).
 
     The order of `Journal.append` and `Ledger.settle` does not matter: moving a charge from
     pending to stored leaves the available balance unchanged, so a flush that lands between
     the two steps only makes `pending` briefly negative.
     """
 
-    def __init__(self, journal: Journal, ledger: Ledger, interval: float) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        ledger: Ledger,
+        interval: float,
+        after_flush: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name="oneapi-usage-writeback", daemon=True)
         self.journal = journal
         self.ledger = ledger
         self.interval = interval
+        self.after_flush = after_flush
         self._stopped = threading.Event()
+        self._wake = threading.Event()
         self._flush_lock = threading.Lock()
 
     def flush_once(self) -> int:
@@ -34,10 +45,20 @@ class WriteBack(threading.Thread):
             batch = apply_journal(self.journal.path)
             if batch.records:
                 self.ledger.applied(batch.user_charges, batch.key_charges)
+            if self.after_flush is not None:
+                self.after_flush()
             return batch.records
 
+    def wake(self) -> None:
+        """Flush now rather than at the end of the interval."""
+        self._wake.set()
+
     def run(self) -> None:
-        while not self._stopped.wait(self.interval):
+        while not self._stopped.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopped.is_set():
+                break
             try:
                 self.flush_once()
             except Exception:
@@ -51,6 +72,7 @@ class WriteBack(threading.Thread):
     def stop(self) -> None:
         """Stop the loop and write back what is left (on graceful shutdown)."""
         self._stopped.set()
+        self._wake.set()
         if self.is_alive():
             self.join()
         self.flush_once()

@@ -1,8 +1,14 @@
-"""ASGI entry point for Daphne (or uvicorn): plain Django HTTP, Channels for websockets."""
+"""ASGI entry point for Daphne (or uvicorn).
+
+Relay paths (`/v1/...` and their bare twins) go to the relay's own async layer; everything
+else to Django. Importing this module is what makes a process a server: it starts the relay
+runtime (usage journal, write-back and cache-event threads).
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -10,6 +16,23 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneapi.settings")
 
 django_application = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+# These need Django set up first.
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_application})
+from relay import runtime  # noqa: E402
+from relay.http import RelayApp  # noqa: E402
+from relay.routes import is_relay_path, resolve  # noqa: E402
+
+relay_application = RelayApp(resolve)
+
+
+async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if is_relay_path(scope["path"]):
+        await relay_application(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)
+
+
+runtime.start()
+
+application = ProtocolTypeRouter({"http": http_application})

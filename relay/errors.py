@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # One API's types: its own checks answer "one_api_error"; upstream failures keep the upstream's.
@@ -18,6 +18,8 @@ class RelayError(Exception):
     type: str = ONE_API_ERROR
     code: str | int | None = None
     param: str | None = None
+    # Response headers worth passing on (an upstream's Retry-After on a final 429).
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.message

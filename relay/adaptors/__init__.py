@@ -1,0 +1,50 @@
+"""One module per upstream family; `adaptor_for` picks the one a channel type needs."""
+
+from __future__ import annotations
+
+from relay.adaptors.base import Adaptor
+from relay.adaptors.openai import OpenAIAdaptor
+from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
+from relay.errors import RelayError
+
+# Channel types whose upstream is OpenAI's API at another base URL, with a Bearer key.
+OPENAI_COMPATIBLE_TYPES = frozenset(
+    {
+        ChannelType.OPENAI,
+        ChannelType.API2D,
+        ChannelType.CLOSEAI,
+        ChannelType.OPENAI_SB,
+        ChannelType.OPENAI_MAX,
+        ChannelType.OHMYGPT,
+        ChannelType.CUSTOM,
+        ChannelType.AILS,
+        ChannelType.AIPROXY,
+        ChannelType.API2GPT,
+        ChannelType.AIGC2D,
+        ChannelType.MOONSHOT,
+        ChannelType.MISTRAL,
+        ChannelType.GROQ,
+        ChannelType.LINGYIWANWU,
+        ChannelType.STEPFUN,
+        ChannelType.DEEPSEEK,
+        ChannelType.TOGETHERAI,
+        ChannelType.SILICONFLOW,
+        ChannelType.XAI,
+        ChannelType.OPENAI_COMPATIBLE,
+    }
+)
+
+_openai = OpenAIAdaptor()
+
+
+class UnsupportedChannelType(RelayError):
+    pass
+
+
+def adaptor_for(channel_type: int) -> Adaptor:
+    if channel_type in OPENAI_COMPATIBLE_TYPES:
+        return _openai
+    name = CHANNEL_TYPE_NAMES.get(channel_type, str(channel_type))
+    raise UnsupportedChannelType(
+        500, f"channel type {name} ({channel_type}) has no adaptor", code="unsupported_channel"
+    )

@@ -1,0 +1,207 @@
+"""Channel choice, retries and failover, and turning a finished attempt into a charge.
+
+Every request type (text, images, audio) hands `run_attempts` a function that tries one
+channel. A failed channel is excluded for the rest of the request (One API excludes only
+the last one), so retries move across the tier and then down the priorities.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from billing import pricing
+from billing.journal import UsageRecord, consume_log_fields
+from billing.ledger import Reservation
+from channels_mgmt.selection import ChannelInfo, pick_channel
+from relay import monitor
+from relay.adaptors import Adaptor, UnsupportedChannelType, adaptor_for
+from relay.adaptors.base import UpstreamRequest
+from relay.caller import Caller
+from relay.errors import RelayError
+from relay.failures import (
+    UpstreamFailure,
+    failure_from_exception,
+    failure_from_response,
+    final_error,
+)
+from relay.http import Response, StreamResponse
+from relay.upstream import get_client
+
+logger = logging.getLogger(__name__)
+
+AttemptFn = Callable[[ChannelInfo], Awaitable[Response | StreamResponse]]
+
+
+def no_channel_error(group: str, model: str) -> RelayError:
+    return RelayError(503, f"当前分组 {group} 下对于模型 {model} 无可用渠道")
+
+
+def forced_channel(caller: Caller) -> ChannelInfo:
+    """The `sk-KEY-<id>` channel: group and model checks are skipped, as in One API."""
+    try:
+        channel_id = int(caller.forced_channel_id or "")
+    except ValueError:
+        raise RelayError(400, "无效的渠道 Id") from None
+    channel = caller.table.channels.get(channel_id)
+    if channel is None:
+        raise RelayError(400, "无效的渠道 Id")
+    if not channel.is_enabled:
+        raise RelayError(403, "该渠道已被禁用")
+    return channel
+
+
+async def run_attempts(caller: Caller, model: str, attempt: AttemptFn) -> Response | StreamResponse:
+    if caller.forced_channel_id is not None:
+        channel = forced_channel(caller)
+        try:
+            return await attempt(channel)
+        except UpstreamFailure as failure:
+            _note_failure(caller, channel, failure)
+            raise final_error(failure.error) from None
+    retries = max(caller.options.get_int("RetryTimes"), 0)
+    failed: set[int] = set()
+    last: UpstreamFailure | None = None
+    for _ in range(retries + 1):
+        channel = pick_channel(caller.table, caller.user.group, model, failed)
+        if channel is None:
+            break
+        try:
+            return await attempt(channel)
+        except UpstreamFailure as failure:
+            failed.add(channel.id)
+            last = failure
+            _note_failure(caller, channel, failure)
+            if not failure.retryable:
+                break
+    if last is None:
+        raise no_channel_error(caller.user.group, model)
+    raise final_error(last.error)
+
+
+def _note_failure(caller: Caller, channel: ChannelInfo, failure: UpstreamFailure) -> None:
+    logger.info(
+        "channel #%s failed (status %s): %s",
+        channel.id,
+        failure.error.status,
+        failure.error.message,
+    )
+    if failure.from_upstream:
+        monitor.report_failure(caller.options, channel.id, channel.name, failure.error)
+
+
+def channel_adaptor(channel: ChannelInfo) -> Adaptor:
+    """The channel's adaptor; a type without one fails this channel only (try the next)."""
+    try:
+        return adaptor_for(channel.type)
+    except UnsupportedChannelType as error:
+        raise UpstreamFailure(error, retryable=True, from_upstream=False) from None
+
+
+async def send_upstream(call: UpstreamRequest) -> httpx.Response:
+    """Send and return once the status and headers are in; the body is still to be read.
+    A non-success status is read, closed and raised as an `UpstreamFailure`."""
+    client = get_client()
+    request = client.build_request(
+        call.method, call.url, headers=call.headers, content=call.content
+    )
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as error:
+        raise failure_from_exception(error) from error
+    if response.status_code not in (200, 201):
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        raise failure_from_response(response.status_code, body, response.headers)
+    return response
+
+
+async def read_body(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.HTTPError as error:
+        raise failure_from_exception(error) from error
+    finally:
+        await response.aclose()
+
+
+@dataclass(frozen=True)
+class Price:
+    model_ratio: float
+    group_ratio: float
+    completion_ratio: float
+
+    @property
+    def ratio(self) -> float:
+        return self.model_ratio * self.group_ratio
+
+    @property
+    def text(self) -> str:
+        return pricing.ratio_text(self.model_ratio, self.group_ratio, self.completion_ratio)
+
+
+def price(caller: Caller, model: str, channel_type: int) -> Price:
+    return Price(
+        model_ratio=pricing.model_ratio(model, channel_type, caller.options),
+        group_ratio=pricing.group_ratio(caller.user.group, caller.options),
+        completion_ratio=pricing.completion_ratio(model, channel_type, caller.options),
+    )
+
+
+def reserve(caller: Caller, amount: int) -> Reservation:
+    return caller.runtime.ledger.reserve(caller.user.id, caller.limited_key_id, amount)
+
+
+@dataclass
+class Charge:
+    """Everything one successful request is billed and logged with."""
+
+    caller: Caller
+    channel: ChannelInfo
+    model: str
+    reservation: Reservation
+    request_id: str
+    started: float  # time.monotonic() when the request arrived
+    is_stream: bool = False
+    system_prompt_reset: bool = False
+
+    def settle(self, quota: int, prompt_tokens: int, completion_tokens: int, content: str) -> None:
+        caller = self.caller
+        log = None
+        if caller.options.get_bool("LogConsumeEnabled"):
+            log = consume_log_fields(
+                user_id=caller.user.id,
+                username=caller.user.username,
+                token_name=caller.key.name,
+                model_name=self.model,
+                quota=quota,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                channel_id=self.channel.id,
+                request_id=self.request_id,
+                elapsed_ms=int((time.monotonic() - self.started) * 1000),
+                is_stream=self.is_stream,
+                content=content,
+                system_prompt_reset=self.system_prompt_reset,
+            )
+        record = UsageRecord(
+            request_id=self.request_id,
+            user_id=caller.user.id,
+            key_id=caller.key.id,
+            key_is_limited=not caller.key.unlimited_quota,
+            channel_id=self.channel.id,
+            quota=quota,
+            log=log,
+        )
+        caller.runtime.settle(self.reservation, record)
+
+    def release(self) -> None:
+        self.caller.runtime.ledger.release(self.reservation)

@@ -1,0 +1,93 @@
+"""Relay paths and the handlers that answer them, with or without the `/v1` prefix."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+from relay import info, proxy, text
+from relay.http import Handler
+from relay.modes import RelayMode
+
+# Top-level path segments that belong to the relay when a client leaves out `/v1` (a base
+# URL configured as the bare host, see the base-URL FAQ).
+BARE_PREFIXES = frozenset(
+    {
+        "chat",
+        "completions",
+        "embeddings",
+        "engines",
+        "moderations",
+        "edits",
+        "images",
+        "audio",
+        "models",
+        "files",
+        "fine_tuning",
+        "assistants",
+        "threads",
+    }
+)
+
+_NOT_IMPLEMENTED = r"/(files|fine_tuning|assistants|threads)(/.*)?"
+
+# (methods, pattern on the path without /v1, handler); first match wins.
+ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
+    (
+        frozenset({"POST"}),
+        re.compile(r"/chat/completions"),
+        partial(text.relay_text, mode=RelayMode.CHAT),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/completions"),
+        partial(text.relay_text, mode=RelayMode.COMPLETIONS),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/embeddings"),
+        partial(text.relay_text, mode=RelayMode.EMBEDDINGS),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/engines/(?P<model>[^/]+)/embeddings"),
+        partial(text.relay_text, mode=RelayMode.EMBEDDINGS),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/moderations"),
+        partial(text.relay_text, mode=RelayMode.MODERATIONS),
+    ),
+    (frozenset({"POST"}), re.compile(r"/edits"), partial(text.relay_text, mode=RelayMode.EDITS)),
+    (frozenset({"GET"}), re.compile(r"/models"), info.list_models),
+    (frozenset({"GET"}), re.compile(r"/models/(?P<model>.+)"), info.retrieve_model),
+    (frozenset({"DELETE"}), re.compile(r"/models/(?P<model>.+)"), info.not_implemented),
+    (frozenset({"GET"}), re.compile(r"/dashboard/billing/subscription"), info.billing_subscription),
+    (frozenset({"GET"}), re.compile(r"/dashboard/billing/usage"), info.billing_usage),
+    (
+        frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}),
+        re.compile(r"/oneapi/proxy/(?P<channel_id>[^/]+)/(?P<path>.*)"),
+        proxy.relay_proxy,
+    ),
+    (frozenset({"GET", "POST", "DELETE"}), re.compile(_NOT_IMPLEMENTED), info.not_implemented),
+]
+
+
+def is_relay_path(path: str) -> bool:
+    """Whether the relay (not Django) answers this path."""
+    if path == "/v1" or path.startswith("/v1/"):
+        return True
+    if path.startswith("/dashboard/billing/"):
+        return True
+    first = path.split("/", 2)[1] if path.startswith("/") else ""
+    return first in BARE_PREFIXES
+
+
+def resolve(method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    route = path.removeprefix("/v1") if path.startswith("/v1/") else path
+    for methods, pattern, handler in ROUTES:
+        if method in methods:
+            match = pattern.fullmatch(route)
+            if match:
+                return handler, match.groupdict()
+    return info.not_found, {}

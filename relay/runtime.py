@@ -1,0 +1,163 @@
+"""The per-process state of a relay server: quota ledger, usage journal and their upkeep.
+
+`start()` runs once in each server process (from the ASGI module): it recovers the journals
+of dead processes, opens this process's journal, and starts the write-back and cache-event
+threads. Tests build a `Runtime` of their own and `install` it, flushing by hand.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from pathlib import Path
+
+from django.conf import settings
+
+from accounts.models import User
+from billing.journal import Journal, UsageRecord, recover_orphaned_journals
+from billing.ledger import Ledger, Reservation
+from billing.models import ApiKey
+from billing.writeback import WriteBack
+from oneapi import caching
+
+logger = logging.getLogger(__name__)
+
+
+def journal_directory() -> Path:
+    return Path(settings.DATA_DIR) / "journal"
+
+
+def writeback_interval() -> float:
+    # One API writes at once unless batching is on; the journal already makes each charge
+    # durable, so "at once" here means within half a second.
+    return float(settings.BATCH_UPDATE_INTERVAL) if settings.BATCH_UPDATE_ENABLED else 0.5
+
+
+class Runtime:
+    def __init__(self, directory: Path, interval: float | None = None) -> None:
+        self.ledger = Ledger()
+        self.journal = Journal(directory)
+        self.writeback = WriteBack(
+            self.journal,
+            self.ledger,
+            writeback_interval() if interval is None else interval,
+            after_flush=self.reload_stale_balances,
+        )
+        self._key_ids: dict[str, int] = {}
+        self._stale_users: set[int] = set()
+        self._stale_keys: set[int] = set()
+        self._stale_lock = threading.Lock()
+        self._stopped = False
+
+    # --- balances ------------------------------------------------------------------------
+    def has_balances(self, user_id: int, key_id: int | None) -> bool:
+        return self.ledger.has_user(user_id) and (key_id is None or self.ledger.has_key(key_id))
+
+    def load_balances(self, user_id: int, key: str, key_id: int) -> None:
+        """The cold path (sync): read both balances; entries already known are kept, since
+        their pending charges are not in the database yet."""
+        self._key_ids[key] = key_id
+        if not self.ledger.has_user(user_id):
+            quota = User.objects.filter(pk=user_id).values_list("quota", flat=True).first()
+            self.ledger.load_user(user_id, quota or 0)
+        if not self.ledger.has_key(key_id):
+            remain = ApiKey.objects.filter(pk=key_id).values_list("remain_quota", flat=True)
+            self.ledger.load_key(key_id, remain.first() or 0)
+
+    def mark_user_stale(self, ident: str) -> None:
+        with self._stale_lock:
+            if ident == "*":
+                self._stale_users.update(self.ledger.user_ids())
+                self._stale_keys.update(self.ledger.key_ids())
+            else:
+                self._stale_users.add(int(ident))
+        self.writeback.wake()
+
+    def mark_key_stale(self, ident: str) -> None:
+        with self._stale_lock:
+            if ident == "*":
+                self._stale_keys.update(self.ledger.key_ids())
+            elif ident in self._key_ids:
+                self._stale_keys.add(self._key_ids[ident])
+        self.writeback.wake()
+
+    def reload_stale_balances(self) -> None:
+        """Runs under the write-back lock, right after the journal was applied: the database
+        then holds every charge that left `pending`, so its values can replace `stored`."""
+        with self._stale_lock:
+            users, self._stale_users = self._stale_users, set()
+            keys, self._stale_keys = self._stale_keys, set()
+        if users:
+            for user_id, quota in User.objects.filter(pk__in=users).values_list("id", "quota"):
+                self.ledger.load_user(user_id, quota)
+        if keys:
+            rows = ApiKey.objects.filter(pk__in=keys).values_list("id", "remain_quota")
+            for key_id, remain in rows:
+                self.ledger.load_key(key_id, remain)
+
+    # --- charges ---------------------------------------------------------------------------
+    def settle(self, reservation: Reservation, record: UsageRecord) -> None:
+        """Make the charge durable (the journal line), then replace the reservation by it."""
+        self.journal.append(record)
+        self.ledger.settle(reservation, record.quota)
+
+    def flush(self) -> int:
+        return self.writeback.flush_once()
+
+    def start_threads(self) -> None:
+        self.writeback.start()
+
+    def stop(self) -> None:
+        """Graceful shutdown: write back everything journaled, then release the journal."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.writeback.stop()
+        self.journal.close()
+
+
+_current: Runtime | None = None
+_install_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("the relay runtime is not started")
+    return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    global _current
+    with _install_lock:
+        _current = runtime
+
+
+@caching.on_invalidate(caching.USER)
+def _user_changed(ident: str) -> None:
+    if _current is not None:
+        _current.mark_user_stale(ident)
+
+
+@caching.on_invalidate(caching.KEY)
+def _key_changed(ident: str) -> None:
+    if _current is not None:
+        _current.mark_key_stale(ident)
+
+
+def start() -> Runtime:
+    """Once per server process: recover dead journals, open ours, start the threads."""
+    with _install_lock:
+        global _current
+        if _current is not None:
+            return _current
+        directory = journal_directory()
+        recovered = recover_orphaned_journals(directory)
+        if recovered:
+            logger.info("applied %d usage records left by stopped processes", recovered)
+        runtime = Runtime(directory)
+        runtime.start_threads()
+        caching.start_event_listener()
+        _current = runtime
+    atexit.register(runtime.stop)
+    return runtime
