@@ -315,4 +315,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 600.0,
         "options": {"expires": 600},
     },
+    "recover-orphaned-journals": {
+        "task": "billing.recover_orphaned_journals",
+        "schedule": 60.0,
+        "options": {"expires": 60},
+    },
 }

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import shared_task
+from django.conf import settings
+
+from billing.journal import recover_orphaned_journals
+
+
+@shared_task(name="billing.recover_orphaned_journals")
+def recover_orphaned_journals_task() -> int:
+    """Apply the usage journals of server processes that died without flushing.
+
+    A restarted server does this at startup too; the periodic run covers a process that is
+    not restarted (a node scaled down, a worker killed by the OOM killer)."""
+    return recover_orphaned_journals(Path(settings.DATA_DIR) / "journal")
