@@ -70,6 +70,9 @@ class StreamResponse:
     frames: AsyncIterator[bytes]
     content_type: bytes = b"text/event-stream"
     headers: HeaderList = field(default_factory=list)
+    # Runs after the body ended in any way, even when `frames` was never started (a client
+    # that left before the first frame): the place to release what the stream holds.
+    on_close: Callable[[], Awaitable[None]] | None = None
 
 
 def json_response(status: int, data: Any, headers: HeaderList | None = None) -> Response:
@@ -266,6 +269,8 @@ async def _send_stream(
             producer.cancel()
         watcher.cancel()
         await asyncio.gather(producer, watcher, return_exceptions=True)
+        if response.on_close is not None:
+            await response.on_close()
     if producer.done() and not producer.cancelled() and producer.exception() is not None:
         # The headers are out; all that is left is to end the connection.
         logger.error("relay stream failed", exc_info=producer.exception())

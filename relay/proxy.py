@@ -72,7 +72,11 @@ async def relay_proxy(request: Request) -> StreamResponse:
     ]
     content_type = upstream.headers.get("content-type", "").encode("latin-1")
     return StreamResponse(
-        upstream.status_code, _body(upstream), content_type=content_type, headers=response_headers
+        upstream.status_code,
+        _body(upstream),
+        content_type=content_type,
+        headers=response_headers,
+        on_close=upstream.aclose,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -166,7 +166,10 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
             upstream = await send_upstream(upstream_call)
             if stream and _is_event_stream(upstream):
                 translator = adaptor.stream_translator(this_try, client_wants_usage)
-                return StreamResponse(200, _stream_frames(upstream, translator, bill))
+                finish = StreamFinisher(upstream, translator, bill)
+                return StreamResponse(
+                    200, _stream_frames(upstream, translator, finish), on_close=finish
+                )
             raw = await read_body(upstream)
             result = _parse_result(raw, upstream.status_code)
             body_out = adaptor.translate_response(this_try, raw)
@@ -232,10 +235,34 @@ def _interrupted_frame(error: Exception) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
+class StreamFinisher:
+    """Bills a stream and closes its upstream exactly once, whichever way it ended."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        translator: StreamTranslator,
+        bill: Callable[[Any, str], None],
+    ) -> None:
+        self.upstream = upstream
+        self.translator = translator
+        self.bill = bill
+        self.done = False
+
+    async def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.bill(self.translator.usage, self.translator.generated_text)
+        finally:
+            await self.upstream.aclose()
+
+
 async def _stream_frames(
     upstream: httpx.Response,
     translator: StreamTranslator,
-    bill: Any,
+    finish: StreamFinisher,
 ) -> AsyncIterator[bytes]:
     """Forward each event as its line completes; bill in `finally`, which also runs when the
     client disconnects (this generator is then cancelled mid-read)."""
@@ -257,5 +284,4 @@ async def _stream_frames(
         if translator.upstream_error is None and not translator.saw_done:
             yield DONE_FRAME
     finally:
-        bill(translator.usage, translator.generated_text)
-        await upstream.aclose()
+        await finish()

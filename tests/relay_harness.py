@@ -89,6 +89,8 @@ class RelayClient:
         }
         sent_body = False
         disconnected = asyncio.Event()
+        if disconnect_after_frames == 0:
+            disconnected.set()  # the client leaves as soon as its request is sent
         status = 0
         response_headers: dict[str, str] = {}
         frames: list[bytes] = []

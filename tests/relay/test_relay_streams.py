@@ -102,6 +102,20 @@ def test_client_disconnect_stops_upstream_and_bills_the_partial_answer(world: Wo
     assert world.runtime.ledger.user_available(world.user.id) == world.user.quota
 
 
+def test_client_gone_before_the_first_frame_still_settles(world: World) -> None:
+    world.upstream.scenario = "slow_stream"
+    world.upstream.chunk_delay = 0.3
+
+    result = world.client.post("/v1/chat/completions", STREAM, disconnect_after_frames=0)
+
+    assert len(result.frames) <= 1  # at most the role chunk got out
+    world.refresh()
+    log = Log.objects.get()
+    assert log.completion_tokens == 0
+    assert log.quota == world.user.used_quota > 0  # the prompt was sent and is paid for
+    assert world.runtime.ledger.user_available(world.user.id) == world.user.quota
+
+
 def test_a_warm_request_reads_no_database_row(world: World) -> None:
     chat = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Hi"}]}
     assert world.client.post("/v1/chat/completions", chat).status == 200  # warms the caches
