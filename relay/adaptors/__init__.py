@@ -35,6 +35,8 @@ OPENAI_COMPATIBLE_TYPES = frozenset(
 )
 
 _openai = OpenAIAdaptor()
+ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
+# Converting families, one entry per channel type.
 
 
 class UnsupportedChannelType(RelayError):
@@ -42,8 +44,9 @@ class UnsupportedChannelType(RelayError):
 
 
 def adaptor_for(channel_type: int) -> Adaptor:
-    if channel_type in OPENAI_COMPATIBLE_TYPES:
-        return _openai
+    adaptor = ADAPTORS.get(channel_type)
+    if adaptor is not None:
+        return adaptor
     name = CHANNEL_TYPE_NAMES.get(channel_type, str(channel_type))
     raise UnsupportedChannelType(
         500, f"channel type {name} ({channel_type}) has no adaptor", code="unsupported_channel"
