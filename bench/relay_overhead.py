@@ -135,13 +135,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--port", type=int, default=3999)
+    parser.add_argument("--profile", help="write a cProfile of the gateway process here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, mock_upstream() as upstream_url:
         prepare_database(Path(tmp), upstream_url)
         env = {**os.environ, "DATA_DIR": tmp}
+        profiler = ["-m", "cProfile", "-o", args.profile] if args.profile else []
         daphne = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-p", str(args.port), "oneapi.asgi:application"],
+            [
+                sys.executable,
+                *profiler,
+                "-m",
+                "daphne",
+                "-p",
+                str(args.port),
+                "oneapi.asgi:application",
+            ],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class Journal:
     def append(self, record: UsageRecord) -> None:
         # One write call per line: after a crash the file holds whole lines and at most one
         # torn last line, which readers skip until it is complete.
-        os.write(self._fd, orjson.dumps(asdict(record)) + b"\n")
+        os.write(self._fd, orjson.dumps(record) + b"\n")  # orjson encodes dataclasses natively
 
     def close(self) -> None:
         os.close(self._fd)
