@@ -173,6 +173,10 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
             raw = await read_body(upstream)
             result = _parse_result(raw, upstream.status_code)
             body_out = adaptor.translate_response(this_try, raw)
+            if body_out is not raw:
+                # Bill from what the client gets: converting adaptors fold extra usage
+                # (cache tokens) into it, and generated text lives in its `choices`.
+                result = orjson.loads(body_out)
         except BaseException:
             charge.release()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from relay.adaptors.anthropic import AnthropicAdaptor
 from relay.adaptors.base import Adaptor
 from relay.adaptors.openai import OpenAIAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
@@ -37,6 +38,7 @@ OPENAI_COMPATIBLE_TYPES = frozenset(
 _openai = OpenAIAdaptor()
 ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
 # Converting families, one entry per channel type.
+ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
 
 
 class UnsupportedChannelType(RelayError):
