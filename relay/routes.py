@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import partial
 
-from relay import info, proxy, text
+from relay import info, media, proxy, text
 from relay.http import Handler
 from relay.modes import RelayMode
 
@@ -59,6 +59,32 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
         partial(text.relay_text, mode=RelayMode.MODERATIONS),
     ),
     (frozenset({"POST"}), re.compile(r"/edits"), partial(text.relay_text, mode=RelayMode.EDITS)),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/images/generations"),
+        partial(media.relay_image, mode=RelayMode.IMAGES_GENERATIONS),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/images/edits"),
+        partial(media.relay_image, mode=RelayMode.IMAGES_EDITS),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/images/variations"),
+        partial(media.relay_image, mode=RelayMode.IMAGES_VARIATIONS),
+    ),
+    (frozenset({"POST"}), re.compile(r"/audio/speech"), media.relay_speech),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/audio/transcriptions"),
+        partial(media.relay_transcription, mode=RelayMode.AUDIO_TRANSCRIPTION),
+    ),
+    (
+        frozenset({"POST"}),
+        re.compile(r"/audio/translations"),
+        partial(media.relay_transcription, mode=RelayMode.AUDIO_TRANSLATION),
+    ),
     (frozenset({"GET"}), re.compile(r"/models"), info.list_models),
     (frozenset({"GET"}), re.compile(r"/models/(?P<model>.+)"), info.retrieve_model),
     (frozenset({"DELETE"}), re.compile(r"/models/(?P<model>.+)"), info.not_implemented),

@@ -171,7 +171,7 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
                     200, _stream_frames(upstream, translator, finish), on_close=finish
                 )
             raw = await read_body(upstream)
-            result = _parse_result(raw, upstream.status_code)
+            result = parse_result(raw, upstream.status_code)
             body_out = adaptor.translate_response(this_try, raw)
             if body_out is not raw:
                 # Bill from what the client gets: converting adaptors fold extra usage
@@ -194,7 +194,7 @@ def _is_event_stream(response: httpx.Response) -> bool:
     return not content_type.startswith("application/json")
 
 
-def _parse_result(raw: bytes, status: int) -> dict[str, Any]:
+def parse_result(raw: bytes, status: int) -> dict[str, Any]:
     try:
         result = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
