@@ -158,6 +158,13 @@ def is_orphaned(path: Path) -> bool:
         os.close(fd)
 
 
+def forget_journal(path: Path) -> None:
+    """Remove a fully applied journal and its mark (a clean shutdown)."""
+    with transaction.atomic():
+        JournalMark.objects.filter(journal=path.name).delete()
+        path.unlink(missing_ok=True)
+
+
 def recover_orphaned_journals(directory: Path) -> int:
     """Apply and delete the journals of dead processes; returns how many records it applied."""
     if not directory.is_dir():
@@ -167,9 +174,7 @@ def recover_orphaned_journals(directory: Path) -> int:
         if not is_orphaned(path):
             continue
         applied += apply_journal(path).records
-        with transaction.atomic():
-            JournalMark.objects.filter(journal=path.name).delete()
-            path.unlink(missing_ok=True)
+        forget_journal(path)
         logger.info("recovered usage journal %s", path.name)
     return applied
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 
 from accounts.models import User
-from billing.journal import Journal, UsageRecord, recover_orphaned_journals
+from billing.journal import Journal, UsageRecord, forget_journal, recover_orphaned_journals
 from billing.ledger import Ledger, Reservation
 from billing.models import ApiKey
 from billing.writeback import WriteBack
@@ -113,8 +113,16 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
-        self.writeback.stop()
+        try:
+            self.writeback.stop()
+        except Exception:
+            logger.exception("final usage write-back failed; the journal stays for recovery")
+            self.journal.close()
+            return
         self.journal.close()
+        # Everything is applied: a journal left behind would only be replayed for nothing,
+        # or worse, into a database that was rebuilt since (offsets gone with it).
+        forget_journal(self.journal.path)
 
 
 _current: Runtime | None = None

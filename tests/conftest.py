@@ -144,3 +144,19 @@ def fresh_process_caches() -> Iterator[None]:
     drop_all()
     yield
     drop_all()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def discard_stale_journals() -> None:
+    """The test database is new on every run; usage journals that earlier runs' killed
+    processes left in DATA_DIR belong to the old one and must not be replayed into it."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from billing.journal import SUFFIX, is_orphaned
+
+    directory = Path(settings.DATA_DIR) / "journal"
+    for path in directory.glob(f"*{SUFFIX}") if directory.is_dir() else ():
+        if is_orphaned(path):
+            path.unlink(missing_ok=True)

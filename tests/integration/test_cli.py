@@ -41,7 +41,13 @@ def test_rejects_an_out_of_range_port(capsys: pytest.CaptureFixture[str]) -> Non
 
 def start_gateway(tmp_path: Path, port: int) -> subprocess.Popen[str]:
     env = dict(os.environ)
-    for name in ("SQL_DSN", "REDIS_CONN_STRING", "LOG_SQL_DSN", "DJANGO_SETTINGS_MODULE"):
+    for name in (
+        "SQL_DSN",
+        "REDIS_CONN_STRING",
+        "LOG_SQL_DSN",
+        "DJANGO_SETTINGS_MODULE",
+        "DATA_DIR",
+    ):
         env.pop(name, None)
     env.update({"ONEAPI_QUIET_SECRET_WARNING": "1", "PYTHONUNBUFFERED": "1"})
     return subprocess.Popen(
