@@ -20,7 +20,7 @@ EMAIL_DOMAIN_WHITELIST = (
 )
 
 
-def _default_options() -> dict[str, str]:
+def default_options() -> dict[str, str]:
     from billing import ratio_defaults
 
     return {
@@ -150,7 +150,7 @@ def _parse_json(raw: str) -> Any:
 def load_snapshot() -> OptionSnapshot:
     from oneapi.models import Option
 
-    values = _default_options()
+    values = default_options()
     values.update(dict(Option.objects.values_list("key", "value")))
     return OptionSnapshot(values)
 

@@ -228,10 +228,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
-# The relay (/v1) is served by its own handler with this much shorter chain: none of the
-# session, CSRF or locale work applies to API-key traffic, and each layer costs per request.
-RELAY_MIDDLEWARE: list[str] = []
-
 ROOT_URLCONF = "oneapi.urls"
 ASGI_APPLICATION = "oneapi.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
@@ -276,6 +272,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "oneapi.api.exception_handler",
 }
 
 # --- logging --------------------------------------------------------------------------------

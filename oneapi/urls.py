@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path, re_path
 
-from oneapi import views
-
-app_name = "oneapi"
+from oneapi import api_views, views
 
 urlpatterns = [
     path("api/status", views.status, name="status"),
+    path("", include("oneapi.api_urls")),
+    # Anything else under /api answers One API's 404 body; keep this last.
+    re_path(r"^api(?:/(?P<rest>.*))?$", api_views.api_not_found),
 ]
