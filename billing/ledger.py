@@ -2,10 +2,17 @@
 
 For each user and each limited key the ledger knows the balance stored in the database as of
 its last load (`stored`), the charges already settled but not yet written back (`pending`),
-and the reservations of requests in flight (`reserved`). A request may start only when both
-its user and its key can cover the reservation, checked and taken under one lock, so no
-number of concurrent requests can overdraw either by more than one settlement delta (the
-difference between what a request reserved and what it finally cost).
+the reservations of requests in flight (`reserved`, One API's pre-consumed quota) and what
+those requests are expected to cost in the end (`outstanding`, each request's estimate).
+
+A request may start when both its user and its key can cover its reservation (One API's
+rule), checked and taken under one lock. A reservation is usually far below the final cost
+(no `max_tokens`, no reservation for the answer), so that rule alone lets N concurrent
+requests overdraw by N settlement deltas. Hence the concurrency gate: a request runs beside
+others only while the balance also covers every request in flight at its estimated cost;
+otherwise it must wait until it can run alone (`MustWait`). A request that runs alone can
+overdraw by at most its own settlement delta (what it cost beyond its reservation), and
+with `max_tokens` set its estimate is an upper bound, so the bound is strict.
 
 Settled charges are made durable by the usage journal and written to the database in
 batches; `applied()` then moves them from `pending` into `stored`.
@@ -24,10 +31,28 @@ class Balance:
     stored: int
     pending: int = 0
     reserved: int = 0
+    outstanding: int = 0
+    in_flight: int = 0
 
     @property
     def available(self) -> int:
         return self.stored - self.pending - self.reserved
+
+    def admits_beside_others(self, estimate: int) -> bool:
+        """Alone, a request needs only its reservation; beside others, the balance must
+        cover all of them at their estimated costs."""
+        return self.in_flight == 0 or self.stored - self.pending - self.outstanding >= estimate
+
+    def take(self, amount: int, estimate: int) -> None:
+        self.reserved += amount
+        self.outstanding += estimate
+        self.in_flight += 1
+
+    def give_back(self, reservation: Reservation, charged: int) -> None:
+        self.reserved -= reservation.amount
+        self.outstanding -= reservation.estimate
+        self.in_flight -= 1
+        self.pending += charged
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,11 @@ class Reservation:
     user_id: int
     key_id: int | None  # None for unlimited keys: only the user's balance is involved
     amount: int
+    estimate: int = 0  # what the request is expected to cost in the end (>= amount)
+
+
+class MustWait(Exception):
+    """The request would run beside others that the balance cannot all cover: retry later."""
 
 
 def insufficient_user_quota() -> RelayError:
@@ -84,13 +114,17 @@ class Ledger:
         return self._keys[key_id].available
 
     # --- the request path ----------------------------------------------------------------
-    def reserve(self, user_id: int, key_id: int | None, amount: int) -> Reservation:
-        """Take `amount` from both balances, or raise One API's 403 without taking anything.
+    def reserve(
+        self, user_id: int, key_id: int | None, amount: int, estimate: int | None = None
+    ) -> Reservation:
+        """Take `amount` from both balances, or raise One API's 403 without taking anything,
+        or `MustWait` when the concurrency gate is closed.
 
         A request needs a positive balance even when its reservation is zero (a free model),
         as One API refuses a user whose quota is used up.
         """
         amount = max(amount, 0)
+        estimate = max(estimate if estimate is not None else amount, amount)
         with self._lock:
             user = self._users[user_id]
             if user.available - amount < 0 or user.available <= 0:
@@ -98,21 +132,21 @@ class Ledger:
             key = self._keys[key_id] if key_id is not None else None
             if key is not None and (key.available - amount < 0 or key.available <= 0):
                 raise insufficient_key_quota()
-            user.reserved += amount
+            if not user.admits_beside_others(estimate) or (
+                key is not None and not key.admits_beside_others(estimate)
+            ):
+                raise MustWait
+            user.take(amount, estimate)
             if key is not None:
-                key.reserved += amount
-        return Reservation(user_id, key_id, amount)
+                key.take(amount, estimate)
+        return Reservation(user_id, key_id, amount, estimate)
 
     def settle(self, reservation: Reservation, charged: int) -> None:
         """Replace the reservation by the final charge (journal it durably first)."""
         with self._lock:
-            user = self._users[reservation.user_id]
-            user.reserved -= reservation.amount
-            user.pending += charged
+            self._users[reservation.user_id].give_back(reservation, charged)
             if reservation.key_id is not None:
-                key = self._keys[reservation.key_id]
-                key.reserved -= reservation.amount
-                key.pending += charged
+                self._keys[reservation.key_id].give_back(reservation, charged)
 
     def release(self, reservation: Reservation) -> None:
         """The request failed: give the whole reservation back."""

@@ -7,6 +7,7 @@ the last one), so retries move across the tier and then down the priorities.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ import httpx
 
 from billing import pricing
 from billing.journal import UsageRecord, consume_log_fields
-from billing.ledger import Reservation
+from billing.ledger import MustWait, Reservation
 from channels_mgmt.selection import ChannelInfo, pick_channel
 from relay import monitor
 from relay.adaptors import Adaptor, UnsupportedChannelType, adaptor_for
@@ -35,6 +36,8 @@ from relay.upstream import get_client
 logger = logging.getLogger(__name__)
 
 AttemptFn = Callable[[ChannelInfo], Awaitable[Response | StreamResponse]]
+# How long a request may wait for the concurrency gate of a nearly spent balance.
+GATE_WAIT_SECONDS = 60.0
 
 
 def no_channel_error(group: str, model: str) -> RelayError:
@@ -156,8 +159,26 @@ def price(caller: Caller, model: str, channel_type: int) -> Price:
     )
 
 
-def reserve(caller: Caller, amount: int) -> Reservation:
-    return caller.runtime.ledger.reserve(caller.user.id, caller.limited_key_id, amount)
+async def reserve(caller: Caller, amount: int, estimate: int | None = None) -> Reservation:
+    """Take the reservation, waiting while the balance cannot cover this request beside the
+    ones in flight (see `billing.ledger`); they finish and settle meanwhile."""
+    ledger = caller.runtime.ledger
+    deadline: float | None = None
+    delay = 0.005
+    while True:
+        try:
+            return ledger.reserve(caller.user.id, caller.limited_key_id, amount, estimate)
+        except MustWait:
+            now = time.monotonic()
+            deadline = deadline or now + GATE_WAIT_SECONDS
+            if now >= deadline:
+                raise RelayError(
+                    429,
+                    "剩余额度不足以同时处理更多请求，请稍后再试",
+                    code="quota_concurrency_limit",
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 @dataclass

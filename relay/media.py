@@ -163,14 +163,14 @@ def attempt_on(
     return Attempt(channel, mode, actual_model, False, request), adaptor
 
 
-def open_charge(
+async def open_charge(
     caller: Caller, attempt: Attempt, amount: int, request: Request, started: float
 ) -> Charge:
     return Charge(
         caller=caller,
         channel=attempt.channel,
         model=attempt.model,
-        reservation=reserve(caller, amount),
+        reservation=await reserve(caller, amount),
         request_id=request.request_id,
         started=started,
     )
@@ -261,7 +261,7 @@ async def relay_image(request: Request, mode: RelayMode) -> Response | StreamRes
         prices = price(caller, this_try.model, channel.type)
         # The size is priced as requested (and validated), the model as sent upstream.
         quota = order.quota(prices.ratio, model)
-        charge = open_charge(caller, this_try, quota, request, started)
+        charge = await open_charge(caller, this_try, quota, request, started)
         with released_on_failure(charge):
             upstream = await send_upstream(upstream_call)
             raw = await read_body(upstream)
@@ -299,7 +299,7 @@ async def relay_speech(request: Request) -> Response | StreamResponse:
         upstream_call = body.upstream_request(adaptor, this_try, model)
         prices = price(caller, this_try.model, channel.type)
         quota = math.ceil(len(text) * prices.ratio)
-        charge = open_charge(caller, this_try, quota, request, started)
+        charge = await open_charge(caller, this_try, quota, request, started)
         with released_on_failure(charge):
             upstream = await send_upstream(upstream_call)
 
@@ -371,7 +371,7 @@ async def relay_transcription(request: Request, mode: RelayMode) -> Response | S
         upstream_call = body.upstream_request(adaptor, this_try, model)
         prices = price(caller, this_try.model, channel.type)
         reserved = pricing.pre_consume_quota(0, 0, prices.ratio, caller.options)
-        charge = open_charge(caller, this_try, reserved, request, started)
+        charge = await open_charge(caller, this_try, reserved, request, started)
         with released_on_failure(charge):
             upstream = await send_upstream(upstream_call)
             raw = await read_body(upstream)

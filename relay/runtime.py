@@ -20,6 +20,7 @@ from billing.ledger import Ledger, Reservation
 from billing.models import ApiKey
 from billing.writeback import WriteBack
 from oneapi import caching
+from relay.estimates import CostEstimates
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def writeback_interval() -> float:
 class Runtime:
     def __init__(self, directory: Path, interval: float | None = None) -> None:
         self.ledger = Ledger()
+        self.estimates = CostEstimates()
         self.journal = Journal(directory)
         self.writeback = WriteBack(
             self.journal,

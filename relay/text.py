@@ -75,9 +75,11 @@ def count_prompt(payload: dict[str, Any], mode: RelayMode, model: str, caller: C
         )
     if mode is RelayMode.COMPLETIONS:
         return usage.count_input(payload.get("prompt"), model, options)
-    if mode is RelayMode.MODERATIONS:
+    if mode in (RelayMode.MODERATIONS, RelayMode.EMBEDDINGS):
+        # One API counts 0 for embeddings; counting the input keeps upstreams that report no
+        # usage (Gemini) from serving embeddings for free.
         return usage.count_input(payload.get("input"), model, options)
-    return 0  # embeddings and edits: One API reserves nothing for the prompt
+    return 0  # edits: One API reserves nothing for the prompt
 
 
 def apply_system_prompt(body: OpenAIBody, prompt: str) -> bool:
@@ -144,11 +146,19 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
             prices.ratio,
             caller.options,
         )
+        estimate = caller.runtime.estimates.for_text(
+            actual_model,
+            prompt_tokens,
+            max_tokens if isinstance(max_tokens, int) else 0,
+            prices.ratio,
+            prices.completion_ratio,
+            caller.options,
+        )
         charge = Charge(
             caller=caller,
             channel=channel,
             model=actual_model,
-            reservation=reserve(caller, amount),
+            reservation=await reserve(caller, amount, estimate),
             request_id=request.request_id,
             started=started,
             is_stream=stream,
@@ -160,6 +170,7 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
             if tokens is None:
                 tokens = (prompt_tokens, usage.count_text(generated, actual_model, caller.options))
             quota = pricing.text_quota(*tokens, prices.ratio, prices.completion_ratio)
+            caller.runtime.estimates.observe(actual_model, quota)
             charge.settle(quota, tokens[0], tokens[1], prices.text)
 
         try:

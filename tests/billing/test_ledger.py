@@ -120,3 +120,51 @@ def test_concurrent_requests_never_overdraw_by_more_than_one_delta() -> None:
     assert ledger.user_available(1) == 10**9 - sum(charges)
     assert ledger.key_available(7) >= -max_delta
     assert charges, "some requests must have been served"
+
+
+def test_gate_lets_a_request_beside_others_only_when_all_estimates_are_covered() -> None:
+    from billing.ledger import MustWait
+
+    ledger = ledger_with(1000, None)
+    first = ledger.reserve(1, None, 100, estimate=800)
+
+    with pytest.raises(MustWait):
+        ledger.reserve(1, None, 100, estimate=800)
+    # A cheaper request still fits beside the first.
+    ledger.release(ledger.reserve(1, None, 100, estimate=200))
+
+    ledger.settle(first, 750)
+    alone = ledger.reserve(1, None, 100, estimate=800)  # alone: only the reservation counts
+    assert ledger.user_available(1) == 150
+    ledger.settle(alone, 240)
+    assert ledger.user_available(1) == 10
+
+
+def test_concurrent_requests_overdraw_by_at_most_one_settlement_delta() -> None:
+    """200 threads whose requests reserve 127 but cost 753, against a balance for 50."""
+    from billing.ledger import MustWait
+
+    cost, reservation_amount = 753, 127
+    ledger = ledger_with(10**9, 50 * cost)
+    served = []
+
+    def client() -> None:
+        while True:
+            try:
+                reservation = ledger.reserve(1, 7, reservation_amount, estimate=cost)
+            except MustWait:
+                continue
+            except RelayError:
+                return
+            served.append(1)
+            ledger.settle(reservation, cost)
+
+    threads = [threading.Thread(target=client) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert ledger.key_available(7) >= -(cost - reservation_amount)
+    assert ledger.key_available(7) == 50 * cost - len(served) * cost
+    assert len(served) in (50, 51)
