@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from relay.adaptors.anthropic import AnthropicAdaptor
 from relay.adaptors.base import Adaptor
+from relay.adaptors.gemini import GeminiAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
 from relay.errors import RelayError
@@ -39,6 +40,7 @@ _openai = OpenAIAdaptor()
 ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
 # Converting families, one entry per channel type.
 ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
+ADAPTORS[ChannelType.GEMINI] = GeminiAdaptor()
 
 
 class UnsupportedChannelType(RelayError):
