@@ -58,6 +58,7 @@ def invalidate(kind: str, ident: object = "") -> None:
     event. Local handlers run now and again after commit: a reload racing the uncommitted
     write could otherwise cache the old row.
     """
+    from oneapi import cache_bus
     from oneapi.models import CacheEvent
 
     ident_text = str(ident)
@@ -65,6 +66,8 @@ def invalidate(kind: str, ident: object = "") -> None:
     run_handlers(kind, ident_text)
     if transaction.get_connection().in_atomic_block:
         transaction.on_commit(lambda: run_handlers(kind, ident_text))
+    # Other nodes hear it at once through Redis (after commit, so they reload the new row).
+    transaction.on_commit(lambda: cache_bus.publish(kind, ident_text))
 
 
 class EventListener(threading.Thread):

@@ -19,7 +19,7 @@ from billing.journal import Journal, UsageRecord, forget_journal, recover_orphan
 from billing.ledger import Ledger, Reservation
 from billing.models import ApiKey
 from billing.writeback import WriteBack
-from oneapi import caching
+from oneapi import cache_bus, caching
 from relay.estimates import CostEstimates
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def start() -> Runtime:
         runtime = Runtime(directory)
         runtime.start_threads()
         caching.start_event_listener()
+        cache_bus.start_subscriber()
         _current = runtime
     atexit.register(runtime.stop)
     return runtime
