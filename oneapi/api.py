@@ -197,10 +197,13 @@ class PublicView(ApiView):
     min_role = Role.GUEST
 
 
+MAX_PAGE = 1_000_000  # beyond it an offset overflows some databases' integer types
+
+
 def page(request: Request) -> tuple[int, int]:
     """`?p=N` (0-based) and the page size, as (offset, limit)."""
     try:
-        number = max(int(request.query_params.get("p", "0")), 0)
+        number = min(max(int(request.query_params.get("p", "0")), 0), MAX_PAGE)
     except ValueError:
         number = 0
     try:
@@ -212,7 +215,11 @@ def page(request: Request) -> tuple[int, int]:
 
 
 def int_param(request: Request, name: str, default: int = 0) -> int:
+    """An integer query parameter; empty means the default (One API's pages send `x=`)."""
+    raw = request.query_params.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        return int(request.query_params.get(name, default))
+        return int(raw)
     except ValueError:
         raise ApiError(f"无效的参数: {name}") from None
