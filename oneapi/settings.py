@@ -318,3 +318,18 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 60},
     },
 }
+
+# One API's periodic jobs, in minutes (0 = off): the test of every channel and the balances.
+if CHANNEL_TEST_FREQUENCY:
+    CELERY_BEAT_SCHEDULE["test-all-channels"] = {
+        "task": "channels_mgmt.test_all_channels",
+        "schedule": CHANNEL_TEST_FREQUENCY * 60.0,
+        "args": ("all",),
+        "options": {"expires": CHANNEL_TEST_FREQUENCY * 60},
+    }
+if CHANNEL_UPDATE_FREQUENCY:
+    CELERY_BEAT_SCHEDULE["update-all-balances"] = {
+        "task": "channels_mgmt.update_all_balances",
+        "schedule": CHANNEL_UPDATE_FREQUENCY * 60.0,
+        "options": {"expires": CHANNEL_UPDATE_FREQUENCY * 60},
+    }

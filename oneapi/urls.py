@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("oneapi.api_urls")),
     path("", include("accounts.api_urls")),
     path("", include("billing.api_urls")),
+    path("", include("channels_mgmt.api_urls")),
     # Anything else under /api answers One API's 404 body; keep this last.
     re_path(r"^api(?:/(?P<rest>.*))?$", api_views.api_not_found),
 ]
