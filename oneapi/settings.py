@@ -275,6 +275,41 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "oneapi.api.exception_handler",
 }
 
+# --- allauth: logins, registration, OAuth, email ---------------------------------------------
+# One API's own `/api` auth routes live in accounts/auth_views.py; allauth's `/accounts/` pages
+# are kept for the future dashboard. Both read the run-time options (client ids, RegisterEnabled,
+# SMTP ...) through accounts/adapters.py and accounts/email.py, so nothing here needs a restart.
+INSTALLED_APPS += [
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.github",
+    "allauth.socialaccount.providers.feishu",
+]
+MIDDLEWARE += ["allauth.account.middleware.AccountMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}  # One API logs in by username or email
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
+ACCOUNT_USERNAME_MIN_LENGTH = 1
+ACCOUNT_EMAIL_VERIFICATION = "optional"
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # never merge accounts on an unverified email
+# Every mail (verification codes, reset links, allauth's own) goes out through the SMTP options.
+EMAIL_BACKEND = "accounts.email.OptionsEmailBackend"
+EMAIL_TIMEOUT = 10
+# Provider endpoints. Only tests point these elsewhere (fake servers); production keeps the
+# defaults. WeChat needs none: its server address is the WeChatServerAddress option.
+ONEAPI_GITHUB_URL = env_str("ONEAPI_GITHUB_URL", "https://github.com").rstrip("/")
+ONEAPI_GITHUB_API_URL = env_str("ONEAPI_GITHUB_API_URL", "https://api.github.com").rstrip("/")
+ONEAPI_FEISHU_URL = env_str("ONEAPI_FEISHU_URL", "https://open.feishu.cn").rstrip("/")
+ONEAPI_TURNSTILE_VERIFY_URL = env_str(
+    "ONEAPI_TURNSTILE_VERIFY_URL", "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+)
+
 # --- logging --------------------------------------------------------------------------------
 _handlers = ["console"]
 LOGGING: dict = {

@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/status", views.status, name="status"),
     path("", include("oneapi.api_urls")),
     path("", include("accounts.api_urls")),
+    path("", include("accounts.auth_urls")),
     path("", include("billing.api_urls")),
     path("", include("channels_mgmt.api_urls")),
     # Anything else under /api answers One API's 404 body; keep this last.
