@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.urls import re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from oneapi import api_views
 
@@ -16,4 +17,6 @@ urlpatterns = [
     re_path(r"^api/option/?$", api_views.OptionView.as_view()),
     re_path(r"^api/group/?$", api_views.GroupView.as_view()),
     re_path(r"^api/models/?$", api_views.ModelTableView.as_view()),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="api-schema"),
+    re_path(r"^api/schema/ui/?$", SpectacularSwaggerView.as_view(url_name="api-schema")),
 ]

@@ -209,6 +209,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "channels",
     "oneapi",
@@ -273,6 +275,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "oneapi.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "oneapi.schema.EnvelopeAutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "oneapi-py management API",
+    "DESCRIPTION": (
+        "One API's /api routes. Every answer is {success, message, data}; authenticate with "
+        "the session cookie or the user's system access token in Authorization."
+    ),
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Only the management API: the relay is OpenAI's API, documented by OpenAI.
+    "SCHEMA_PATH_PREFIX": r"/api/",
 }
 
 # --- allauth: logins, registration, OAuth, email ---------------------------------------------

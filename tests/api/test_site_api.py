@@ -164,3 +164,22 @@ def test_global_rate_limit_answers_429_with_no_body(actors: Actors) -> None:
     statuses = [client.get("/api/notice").status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     assert client.get("/api/notice").content == b""
+
+
+def test_openapi_schema_lists_the_api_routes(actors: Actors) -> None:
+    response = actors.client("anonymous").get("/api/schema?format=json")
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    for route in ("/api/token/", "/api/channel/", "/api/user/self", "/api/option/", "/api/log/"):
+        assert any(p.rstrip("/") == route.rstrip("/") for p in paths), route
+    assert not any(p.startswith("/v1") for p in paths)
+    assert {"sessionCookie", "accessToken"} <= set(schema["components"]["securitySchemes"])
+
+
+def test_schema_page_uses_local_assets(actors: Actors) -> None:
+    response = actors.client("anonymous").get("/api/schema/ui")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "swagger-ui" in page
+    assert "cdn.jsdelivr.net" not in page
