@@ -13,25 +13,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
 from billing import pricing
 from billing.journal import UsageRecord, consume_log_fields
 from billing.ledger import MustWait, Reservation
 from channels_mgmt.selection import ChannelInfo, pick_channel
 from relay import monitor
 from relay.adaptors import Adaptor, UnsupportedChannelType, adaptor_for
-from relay.adaptors.base import UpstreamRequest
 from relay.caller import Caller
 from relay.errors import RelayError
-from relay.failures import (
-    UpstreamFailure,
-    failure_from_exception,
-    failure_from_response,
-    final_error,
-)
+from relay.failures import UpstreamFailure, final_error
 from relay.http import Response, StreamResponse
-from relay.upstream import get_client
+from relay.transport import read_body, send_upstream
+
+__all__ = ["read_body", "send_upstream"]  # re-exported: the relay's modules import them here
 
 logger = logging.getLogger(__name__)
 
@@ -103,37 +97,6 @@ def channel_adaptor(channel: ChannelInfo) -> Adaptor:
         return adaptor_for(channel.type)
     except UnsupportedChannelType as error:
         raise UpstreamFailure(error, retryable=True, from_upstream=False) from None
-
-
-async def send_upstream(call: UpstreamRequest) -> httpx.Response:
-    """Send and return once the status and headers are in; the body is still to be read.
-    A non-success status is read, closed and raised as an `UpstreamFailure`."""
-    client = get_client()
-    request = client.build_request(
-        call.method, call.url, headers=call.headers, content=call.content
-    )
-    try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as error:
-        raise failure_from_exception(error) from error
-    if response.status_code not in (200, 201):
-        try:
-            body = await response.aread()
-        except httpx.HTTPError:
-            body = b""
-        finally:
-            await response.aclose()
-        raise failure_from_response(response.status_code, body, response.headers)
-    return response
-
-
-async def read_body(response: httpx.Response) -> bytes:
-    try:
-        return await response.aread()
-    except httpx.HTTPError as error:
-        raise failure_from_exception(error) from error
-    finally:
-        await response.aclose()
 
 
 @dataclass(frozen=True)

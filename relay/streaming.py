@@ -102,3 +102,35 @@ class StreamState:
     @property
     def generated_text(self) -> str:
         return "".join(self.generated)
+
+
+def completion_frames(completion: dict[str, Any], client_wants_usage: bool) -> bytes:
+    """A whole `chat.completion` as the chunks a stream would have carried: the message
+    of each choice in one delta, its finish reason, the usage chunk if asked, `[DONE]`."""
+    envelope = {
+        "id": completion.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created", 0),
+        "model": completion.get("model", ""),
+    }
+    frames: list[bytes] = []
+    for choice in completion.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        delta = {key: value for key, value in message.items() if value is not None}
+        for position, call in enumerate(delta.get("tool_calls") or ()):
+            if isinstance(call, dict):
+                call.setdefault("index", position)
+        index = choice.get("index", 0)
+        frames.append(_frame({**envelope, "choices": [{"index": index, "delta": delta}]}))
+        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+        frames.append(_frame({**envelope, "choices": [finish]}))
+    if client_wants_usage and isinstance(completion.get("usage"), dict):
+        frames.append(_frame({**envelope, "choices": [], "usage": completion["usage"]}))
+    frames.append(DONE_FRAME)
+    return b"".join(frames)
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"

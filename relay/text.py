@@ -21,13 +21,12 @@ from relay.dispatch import (
     read_body,
     reserve,
     run_attempts,
-    send_upstream,
 )
 from relay.errors import UPSTREAM_ERROR, RelayError
 from relay.failures import UpstreamFailure
 from relay.http import Request, Response, StreamResponse
 from relay.modes import RelayMode
-from relay.streaming import DONE_FRAME, LineSplitter
+from relay.streaming import DONE_FRAME, LineSplitter, completion_frames
 
 MAX_TOKENS_LIMIT = (2**31 - 1) // 2
 REQUIRED_FIELD = {
@@ -174,7 +173,7 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
             charge.settle(quota, tokens[0], tokens[1], prices.text)
 
         try:
-            upstream = await send_upstream(upstream_call)
+            upstream = await adaptor.send(this_try, upstream_call)
             if stream and _is_event_stream(upstream):
                 translator = adaptor.stream_translator(this_try, client_wants_usage)
                 finish = StreamFinisher(upstream, translator, bill)
@@ -192,15 +191,23 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
             charge.release()
             raise
         bill(result.get("usage"), usage.completion_text(result))
+        if stream and mode is RelayMode.CHAT:
+            # The upstream cannot stream (PaLM, DeepL, Replicate) or ignored `stream`: the
+            # client asked for events, so it gets the answer as chunks.
+            return StreamResponse(200, _single_body(completion_frames(result, client_wants_usage)))
         content_type = upstream.headers.get("content-type", "application/json").encode("latin-1")
         return Response(upstream.status_code, body_out, content_type=content_type)
 
     return await run_attempts(caller, model, attempt)
 
 
+async def _single_body(frames: bytes) -> AsyncIterator[bytes]:
+    yield frames
+
+
 def _is_event_stream(response: httpx.Response) -> bool:
-    """One API treats a JSON answer to a stream request as an error; an upstream that
-    ignored `stream` and answered normally is relayed as the normal answer instead."""
+    """One API treats a JSON answer to a stream request as an error; here a successful JSON
+    answer is relayed as the answer it is (as chunks when the client asked for a stream)."""
     content_type = response.headers.get("content-type", "")
     return not content_type.startswith("application/json")
 
@@ -282,9 +289,15 @@ async def _stream_frames(
     """Forward each event as its line completes; bill in `finally`, which also runs when the
     client disconnects (this generator is then cancelled mid-read)."""
     splitter = LineSplitter()
+    accept_bytes = getattr(translator, "accept_bytes", None)
     try:
         try:
             async for chunk in upstream.aiter_bytes():
+                if accept_bytes is not None:  # a binary stream: no lines to split
+                    frame = accept_bytes(chunk)
+                    if frame is not None:
+                        yield frame
+                    continue
                 for line in splitter.feed(chunk):
                     frame = translator.accept(line)
                     if frame is not None:

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx
 import orjson
 
 from channels_mgmt.selection import ChannelInfo
@@ -87,4 +88,16 @@ class Adaptor(ABC):
 
     @abstractmethod
     def stream_translator(self, attempt: Attempt, client_wants_usage: bool) -> StreamTranslator:
-        """A fresh translator for one streamed response."""
+        """A fresh translator for one streamed response.
+
+        A translator for a binary stream (AWS's event-stream) defines
+        `accept_bytes(chunk: bytes) -> bytes | None`; the relay then feeds it the raw body
+        instead of lines."""
+
+    async def send(self, attempt: Attempt, call: UpstreamRequest) -> httpx.Response:
+        """Send the request; the response's body is not read yet. Upstreams that are not one
+        HTTP exchange (Xunfei's WebSocket) override this and return a response whose body
+        they produce themselves, in the format their translator reads."""
+        from relay.transport import send_upstream
+
+        return await send_upstream(call)
