@@ -233,6 +233,16 @@ MIDDLEWARE = [
 ROOT_URLCONF = "oneapi.urls"
 ASGI_APPLICATION = "oneapi.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
+# Django's default hashers, plus bcrypt to verify users imported from One API (it stores
+# bcrypt hashes); they are re-hashed with the first hasher on their first login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "django.contrib.auth.hashers.BCryptPasswordHasher",
+]
 
 TEMPLATES = [
     {
