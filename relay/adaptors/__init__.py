@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from relay.adaptors.anthropic import AnthropicAdaptor
+from relay.adaptors.aws import AwsAdaptor
 from relay.adaptors.base import Adaptor
 from relay.adaptors.gemini import GeminiAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
@@ -39,6 +40,7 @@ OPENAI_COMPATIBLE_TYPES = frozenset(
 _openai = OpenAIAdaptor()
 ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
 # Converting families, one entry per channel type.
+ADAPTORS[ChannelType.AWS_CLAUDE] = AwsAdaptor()
 ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
 ADAPTORS[ChannelType.GEMINI] = GeminiAdaptor()
 
