@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from relay.adaptors.anthropic import AnthropicAdaptor
 from relay.adaptors.aws import AwsAdaptor
+from relay.adaptors.azure import AzureAdaptor
 from relay.adaptors.base import Adaptor
 from relay.adaptors.gemini import GeminiAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
 from relay.errors import RelayError
 
-# Channel types whose upstream is OpenAI's API at another base URL, with a Bearer key.
+# Channel types whose upstream is OpenAI's API at another base URL (or vendor paths, see
+# `relay.adaptors.openai.VENDOR_PATHS`), with a Bearer key.
 OPENAI_COMPATIBLE_TYPES = frozenset(
     {
         ChannelType.OPENAI,
@@ -34,15 +36,27 @@ OPENAI_COMPATIBLE_TYPES = frozenset(
         ChannelType.SILICONFLOW,
         ChannelType.XAI,
         ChannelType.OPENAI_COMPATIBLE,
+        ChannelType.AI360,
+        ChannelType.OPENROUTER,
+        ChannelType.FASTGPT,
+        ChannelType.BAICHUAN,
+        ChannelType.MINIMAX,
+        ChannelType.DOUBAO,
+        ChannelType.NOVITA,
+        ChannelType.BAIDU_V2,
+        ChannelType.XUNFEI_V2,
+        ChannelType.ALI_BAILIAN,
+        ChannelType.GEMINI_OPENAI_COMPATIBLE,
     }
 )
 
 _openai = OpenAIAdaptor()
 ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
 # Converting families, one entry per channel type.
-ADAPTORS[ChannelType.AWS_CLAUDE] = AwsAdaptor()
+ADAPTORS[ChannelType.AZURE] = AzureAdaptor()
 ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
 ADAPTORS[ChannelType.GEMINI] = GeminiAdaptor()
+ADAPTORS[ChannelType.AWS_CLAUDE] = AwsAdaptor()
 
 
 class UnsupportedChannelType(RelayError):

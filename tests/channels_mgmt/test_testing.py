@@ -185,7 +185,7 @@ def test_a_manually_disabled_channel_stays_manually_disabled(upstream: FakeOpenA
 
 def test_a_type_without_adaptor_fails_without_a_request(upstream: FakeOpenAI) -> None:
     options.set_option("AutomaticDisableChannelEnabled", "true")
-    channel = channel_on(upstream, type=ChannelType.BAIDU)
+    channel = channel_on(upstream, type=ChannelType.PROXY)  # raw proxy only: no chat adaptor
 
     result = testing.test_channel(channel.pk)
 
