@@ -51,6 +51,8 @@ def error_from_response(status: int, body: bytes, headers: httpx.Headers) -> Rel
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         data = None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]  # Google's OpenAI-compatible endpoint wraps its error in a list
     if isinstance(data, dict):
         upstream = data.get("error")
         if isinstance(upstream, dict) and upstream.get("message"):
