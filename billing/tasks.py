@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from billing.journal import recover_orphaned_journals
+from billing.periodic_tasks import prune_logs_task, send_quota_alerts_task  # noqa: F401 (registers)
 
 
 @shared_task(name="billing.recover_orphaned_journals")

@@ -26,7 +26,7 @@ from billing.models import Log, LogType
 from channels_mgmt.models import Channel, ChannelStatus
 from channels_mgmt.selection import channel_info
 from channels_mgmt.services import set_channel_status
-from oneapi import options
+from oneapi import notify, options
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, UpstreamRequest
 from relay.dispatch import channel_adaptor, read_body, send_upstream
 from relay.errors import RelayError
@@ -218,6 +218,7 @@ def _disable(channel: Channel, reason: str) -> bool:
         logger.warning(
             "channel #%s (%s) disabled automatically: %s", channel.pk, channel.name, reason
         )
+        notify.channel_disabled(channel.pk, channel.name, reason)
         return True
     return False
 
@@ -332,6 +333,7 @@ def _apply_rules(channel: Channel, outcome: Outcome, summary: RunSummary) -> Non
                     summary.disabled.append(channel.pk)
                 return
             logger.warning("channel #%s (%s) test too slow: %s", channel.pk, channel.name, reason)
+            notify.channel_test_too_slow(channel.pk, channel.name, reason)
         if auto_disable and _dead(outcome) and _disable(channel, outcome.result.message):
             summary.disabled.append(channel.pk)
         return
@@ -343,6 +345,7 @@ def _apply_rules(channel: Channel, outcome: Outcome, summary: RunSummary) -> Non
         and set_channel_status(channel.pk, ChannelStatus.ENABLED)
     ):
         logger.info("channel #%s (%s) enabled again: its test passed", channel.pk, channel.name)
+        notify.channel_enabled(channel.pk, channel.name)
         summary.enabled.append(channel.pk)
 
 

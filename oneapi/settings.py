@@ -62,6 +62,7 @@ BATCH_UPDATE_ENABLED = env_bool("BATCH_UPDATE_ENABLED", False)
 BATCH_UPDATE_INTERVAL = env_int("BATCH_UPDATE_INTERVAL", 5, minimum=1)
 CHANNEL_UPDATE_FREQUENCY = env_int("CHANNEL_UPDATE_FREQUENCY", 0, minimum=0)
 CHANNEL_TEST_FREQUENCY = env_int("CHANNEL_TEST_FREQUENCY", 0, minimum=0)
+LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 0, minimum=0)  # 0 = keep consume logs
 POLLING_INTERVAL = env_int("POLLING_INTERVAL", 0, minimum=0)
 GLOBAL_API_RATE_LIMIT = env_int("GLOBAL_API_RATE_LIMIT", 480, minimum=0)
 GLOBAL_WEB_RATE_LIMIT = env_int("GLOBAL_WEB_RATE_LIMIT", 240, minimum=0)
@@ -388,6 +389,17 @@ if CHANNEL_TEST_FREQUENCY:
         "schedule": CHANNEL_TEST_FREQUENCY * 60.0,
         "args": ("all",),
         "options": {"expires": CHANNEL_TEST_FREQUENCY * 60},
+    }
+CELERY_BEAT_SCHEDULE["send-quota-alerts"] = {
+    "task": "billing.send_quota_alerts",
+    "schedule": 60.0,
+    "options": {"expires": 60},
+}
+if LOG_RETENTION_DAYS:
+    CELERY_BEAT_SCHEDULE["prune-logs"] = {
+        "task": "billing.prune_logs",
+        "schedule": 3600.0,
+        "options": {"expires": 3600},
     }
 if CHANNEL_UPDATE_FREQUENCY:
     CELERY_BEAT_SCHEDULE["update-all-balances"] = {

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from oneapi.models import CacheEvent
+from oneapi.notify_tasks import notify_root_task  # noqa: F401 (registers the task)
 
 # Every process polls events within a second; an hour of history is far more than enough.
 CACHE_EVENT_RETENTION = timedelta(hours=1)

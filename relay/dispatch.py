@@ -56,10 +56,12 @@ async def run_attempts(caller: Caller, model: str, attempt: AttemptFn) -> Respon
     if caller.forced_channel_id is not None:
         channel = forced_channel(caller)
         try:
-            return await attempt(channel)
+            response = await attempt(channel)
         except UpstreamFailure as failure:
             _note_failure(caller, channel, failure)
             raise final_error(failure.error) from None
+        monitor.report_success(caller.options, channel.id, channel.config)
+        return response
     retries = max(caller.options.get_int("RetryTimes"), 0)
     failed: set[int] = set()
     last: UpstreamFailure | None = None
@@ -68,13 +70,16 @@ async def run_attempts(caller: Caller, model: str, attempt: AttemptFn) -> Respon
         if channel is None:
             break
         try:
-            return await attempt(channel)
+            response = await attempt(channel)
         except UpstreamFailure as failure:
             failed.add(channel.id)
             last = failure
             _note_failure(caller, channel, failure)
             if not failure.retryable:
                 break
+        else:
+            monitor.report_success(caller.options, channel.id, channel.config)
+            return response
     if last is None:
         raise no_channel_error(caller.user.group, model)
     raise final_error(last.error)
@@ -88,7 +93,9 @@ def _note_failure(caller: Caller, channel: ChannelInfo, failure: UpstreamFailure
         failure.error.message,
     )
     if failure.from_upstream:
-        monitor.report_failure(caller.options, channel.id, channel.name, failure.error)
+        monitor.report_failure(
+            caller.options, channel.id, channel.name, failure.error, channel.config
+        )
 
 
 def channel_adaptor(channel: ChannelInfo) -> Adaptor:
