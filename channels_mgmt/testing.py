@@ -28,7 +28,7 @@ from channels_mgmt.selection import channel_info
 from channels_mgmt.services import set_channel_status
 from oneapi import notify, options
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, UpstreamRequest
-from relay.dispatch import channel_adaptor, read_body, send_upstream
+from relay.dispatch import channel_adaptor, read_body
 from relay.errors import RelayError
 from relay.failures import UpstreamFailure
 from relay.http import Request
@@ -111,11 +111,11 @@ def _prepare(channel: Channel, model: str) -> tuple[Adaptor, Attempt, UpstreamRe
     return adaptor, attempt, adaptor.build_request(attempt, body)
 
 
-async def _exchange(call: UpstreamRequest) -> tuple[int, bytes]:
+async def _exchange(adaptor: Adaptor, attempt: Attempt, call: UpstreamRequest) -> tuple[int, bytes]:
     """Runs on a loop of its own (see `_send`), so the client it opens is closed here."""
     try:
         async with asyncio.timeout(TEST_TIMEOUT_SECONDS):
-            response = await send_upstream(call)
+            response = await adaptor.send(attempt, call)
             return response.status_code, await read_body(response)
     except TimeoutError:
         raise UpstreamFailure(
@@ -167,7 +167,7 @@ def _run(channel: Channel, model: str) -> Outcome:
     try:
         adaptor, attempt, call = _prepare(channel, model)
         try:
-            status, raw = _send(call)
+            status, raw = _send(adaptor, attempt, call)
         except UpstreamFailure as failure:
             answered = failure.error.code != "do_request_failed" and failure.from_upstream
             raise

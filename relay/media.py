@@ -36,7 +36,6 @@ from relay.dispatch import (
     read_body,
     reserve,
     run_attempts,
-    send_upstream,
 )
 from relay.errors import RelayError
 from relay.http import Request, Response, StreamResponse
@@ -257,13 +256,14 @@ async def relay_image(request: Request, mode: RelayMode) -> Response | StreamRes
 
     async def attempt(channel: ChannelInfo) -> Response:
         this_try, adaptor = attempt_on(channel, mode, model, request)
+        await adaptor.prepare(this_try)
         upstream_call = body.upstream_request(adaptor, this_try, model)
         prices = price(caller, this_try.model, channel.type)
         # The size is priced as requested (and validated), the model as sent upstream.
         quota = order.quota(prices.ratio, model)
         charge = await open_charge(caller, this_try, quota, request, started)
         with released_on_failure(charge):
-            upstream = await send_upstream(upstream_call)
+            upstream = await adaptor.send(this_try, upstream_call)
             raw = await read_body(upstream)
             parse_result(raw, upstream.status_code)
         charge.settle(quota, 0, 0, prices.text)
@@ -296,12 +296,13 @@ async def relay_speech(request: Request) -> Response | StreamResponse:
 
     async def attempt(channel: ChannelInfo) -> StreamResponse:
         this_try, adaptor = attempt_on(channel, mode, model, request)
+        await adaptor.prepare(this_try)
         upstream_call = body.upstream_request(adaptor, this_try, model)
         prices = price(caller, this_try.model, channel.type)
         quota = math.ceil(len(text) * prices.ratio)
         charge = await open_charge(caller, this_try, quota, request, started)
         with released_on_failure(charge):
-            upstream = await send_upstream(upstream_call)
+            upstream = await adaptor.send(this_try, upstream_call)
 
         def settle() -> None:
             charge.settle(quota, 0, 0, prices.text)
@@ -368,12 +369,13 @@ async def relay_transcription(request: Request, mode: RelayMode) -> Response | S
 
     async def attempt(channel: ChannelInfo) -> Response:
         this_try, adaptor = attempt_on(channel, mode, model, request)
+        await adaptor.prepare(this_try)
         upstream_call = body.upstream_request(adaptor, this_try, model)
         prices = price(caller, this_try.model, channel.type)
         reserved = pricing.pre_consume_quota(0, 0, prices.ratio, caller.options)
         charge = await open_charge(caller, this_try, reserved, request, started)
         with released_on_failure(charge):
-            upstream = await send_upstream(upstream_call)
+            upstream = await adaptor.send(this_try, upstream_call)
             raw = await read_body(upstream)
             transcript = transcript_of(raw, response_format, upstream.status_code)
         tokens = usage.count_text(transcript, this_try.model, caller.options)

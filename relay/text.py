@@ -136,6 +136,7 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
         if stream:
             ask_for_usage(body)
         this_try = Attempt(channel, mode, actual_model, stream, request)
+        await adaptor.prepare(this_try)
         upstream_call = adaptor.build_request(this_try, body)
         prices = price(caller, actual_model, channel.type)
         max_tokens = payload.get("max_tokens") or payload.get("max_completion_tokens") or 0

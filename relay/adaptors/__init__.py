@@ -5,9 +5,11 @@ from __future__ import annotations
 from relay.adaptors.anthropic import AnthropicAdaptor
 from relay.adaptors.aws import AwsAdaptor
 from relay.adaptors.azure import AzureAdaptor
+from relay.adaptors.baidu import BaiduAdaptor
 from relay.adaptors.base import Adaptor
 from relay.adaptors.gemini import GeminiAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
+from relay.adaptors.zhipu import ZhipuAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
 from relay.errors import RelayError
 
@@ -56,6 +58,8 @@ ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
 ADAPTORS[ChannelType.AZURE] = AzureAdaptor()
 ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
 ADAPTORS[ChannelType.GEMINI] = GeminiAdaptor()
+ADAPTORS[ChannelType.BAIDU] = BaiduAdaptor()
+ADAPTORS[ChannelType.ZHIPU] = ZhipuAdaptor()
 ADAPTORS[ChannelType.AWS_CLAUDE] = AwsAdaptor()
 
 

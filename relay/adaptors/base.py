@@ -94,6 +94,11 @@ class Adaptor(ABC):
         `accept_bytes(chunk: bytes) -> bytes | None`; the relay then feeds it the raw body
         instead of lines."""
 
+    async def prepare(self, attempt: Attempt) -> None:
+        """Obtain what `build_request` needs that costs I/O (an access token exchanged for
+        the channel's key), off the event loop; `build_request` then finds it cached."""
+        return None  # most upstreams take the channel's key as it is
+
     async def send(self, attempt: Attempt, call: UpstreamRequest) -> httpx.Response:
         """Send the request; the response's body is not read yet. Upstreams that are not one
         HTTP exchange (Xunfei's WebSocket) override this and return a response whose body
