@@ -7,8 +7,12 @@ from relay.adaptors.aws import AwsAdaptor
 from relay.adaptors.azure import AzureAdaptor
 from relay.adaptors.baidu import BaiduAdaptor
 from relay.adaptors.base import Adaptor
+from relay.adaptors.cohere import CohereAdaptor
 from relay.adaptors.gemini import GeminiAdaptor
+from relay.adaptors.ollama import OllamaAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
+from relay.adaptors.palm import PaLMAdaptor
+from relay.adaptors.vertex import VertexAIAdaptor
 from relay.adaptors.zhipu import ZhipuAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
 from relay.errors import RelayError
@@ -60,6 +64,10 @@ ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
 ADAPTORS[ChannelType.GEMINI] = GeminiAdaptor()
 ADAPTORS[ChannelType.BAIDU] = BaiduAdaptor()
 ADAPTORS[ChannelType.ZHIPU] = ZhipuAdaptor()
+ADAPTORS[ChannelType.VERTEX_AI] = VertexAIAdaptor()
+ADAPTORS[ChannelType.PALM] = PaLMAdaptor()
+ADAPTORS[ChannelType.OLLAMA] = OllamaAdaptor()
+ADAPTORS[ChannelType.COHERE] = CohereAdaptor()
 ADAPTORS[ChannelType.AWS_CLAUDE] = AwsAdaptor()
 
 
