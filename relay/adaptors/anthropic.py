@@ -252,6 +252,9 @@ def convert_request(payload: dict[str, Any], model: str) -> dict[str, Any]:
     for name in SHARED_PARAMETERS:
         if payload.get(name) is not None:
             request[name] = payload[name]
+    temperature = request.get("temperature")
+    if isinstance(temperature, int | float) and temperature > 1:
+        request["temperature"] = 1  # OpenAI allows up to 2, Anthropic refuses above 1
     if isinstance(payload.get("thinking"), dict):
         request["thinking"] = payload["thinking"]  # Claude's own switch, sent by aware clients
     if isinstance(payload.get("user"), str) and payload["user"]:

@@ -942,3 +942,14 @@ def test_non_stream_billing_counts_cache_tokens(
     assert result.json()["usage"]["prompt_tokens"] == 113
     world.refresh()
     assert Log.objects.get().prompt_tokens == 113
+
+
+def test_temperature_above_anthropics_range_is_clamped() -> None:
+    from relay.adaptors.anthropic import convert_request
+
+    payload = {
+        "model": "claude-3-5-sonnet-20241022",
+        "temperature": 1.7,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    assert convert_request(payload, "claude-3-5-sonnet-20241022")["temperature"] == 1
