@@ -19,6 +19,10 @@ class RelayMode(Enum):
     AUDIO_SPEECH = ("/v1/audio/speech", "")
     AUDIO_TRANSCRIPTION = ("/v1/audio/transcriptions", "whisper-1")
     AUDIO_TRANSLATION = ("/v1/audio/translations", "whisper-1")
+    # Inbound formats beyond One API's (issue 6).
+    MESSAGES = ("/v1/messages", "")  # Anthropic's Messages API
+    RESPONSES = ("/v1/responses", "")  # OpenAI's Responses API
+    RERANK = ("/v1/rerank", "")  # Cohere/Jina-style rerank
 
     def __init__(self, upstream_path: str, default_model: str) -> None:
         self.upstream_path = upstream_path
