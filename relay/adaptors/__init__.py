@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from relay.adaptors.aiproxy_library import AIProxyLibraryAdaptor
 from relay.adaptors.anthropic import AnthropicAdaptor
 from relay.adaptors.aws import AwsAdaptor
 from relay.adaptors.azure import AzureAdaptor
 from relay.adaptors.baidu import BaiduAdaptor
 from relay.adaptors.base import Adaptor
+from relay.adaptors.cloudflare import CloudflareAdaptor
 from relay.adaptors.cohere import CohereAdaptor
+from relay.adaptors.coze import CozeAdaptor
+from relay.adaptors.deepl import DeepLAdaptor
 from relay.adaptors.gemini import GeminiAdaptor
 from relay.adaptors.ollama import OllamaAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
 from relay.adaptors.palm import PaLMAdaptor
+from relay.adaptors.replicate import ReplicateAdaptor
 from relay.adaptors.vertex import VertexAIAdaptor
 from relay.adaptors.zhipu import ZhipuAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
@@ -69,6 +74,11 @@ ADAPTORS[ChannelType.PALM] = PaLMAdaptor()
 ADAPTORS[ChannelType.OLLAMA] = OllamaAdaptor()
 ADAPTORS[ChannelType.COHERE] = CohereAdaptor()
 ADAPTORS[ChannelType.AWS_CLAUDE] = AwsAdaptor()
+ADAPTORS[ChannelType.COZE] = CozeAdaptor()
+ADAPTORS[ChannelType.CLOUDFLARE] = CloudflareAdaptor()
+ADAPTORS[ChannelType.DEEPL] = DeepLAdaptor()
+ADAPTORS[ChannelType.REPLICATE] = ReplicateAdaptor()
+ADAPTORS[ChannelType.AIPROXY_LIBRARY] = AIProxyLibraryAdaptor()
 
 
 class UnsupportedChannelType(RelayError):
