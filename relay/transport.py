@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 
-from relay.adaptors.base import UpstreamRequest
 from relay.failures import failure_from_exception, failure_from_response
 from relay.upstream import get_client
+
+if TYPE_CHECKING:  # a runtime import would cycle: adaptors import this module
+    from relay.adaptors.base import UpstreamRequest
 
 
 async def send_upstream(call: UpstreamRequest) -> httpx.Response:
