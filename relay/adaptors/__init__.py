@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from relay.adaptors.aiproxy_library import AIProxyLibraryAdaptor
+from relay.adaptors.ali import AliAdaptor
 from relay.adaptors.anthropic import AnthropicAdaptor
 from relay.adaptors.aws import AwsAdaptor
 from relay.adaptors.azure import AzureAdaptor
@@ -17,7 +18,9 @@ from relay.adaptors.ollama import OllamaAdaptor
 from relay.adaptors.openai import OpenAIAdaptor
 from relay.adaptors.palm import PaLMAdaptor
 from relay.adaptors.replicate import ReplicateAdaptor
+from relay.adaptors.tencent import TencentAdaptor
 from relay.adaptors.vertex import VertexAIAdaptor
+from relay.adaptors.xunfei import XunfeiAdaptor
 from relay.adaptors.zhipu import ZhipuAdaptor
 from relay.catalog import CHANNEL_TYPE_NAMES, ChannelType
 from relay.errors import RelayError
@@ -64,6 +67,9 @@ OPENAI_COMPATIBLE_TYPES = frozenset(
 _openai = OpenAIAdaptor()
 ADAPTORS: dict[int, Adaptor] = dict.fromkeys(OPENAI_COMPATIBLE_TYPES, _openai)
 # Converting families, one entry per channel type.
+ADAPTORS[ChannelType.ALI] = AliAdaptor()
+ADAPTORS[ChannelType.TENCENT] = TencentAdaptor()
+ADAPTORS[ChannelType.XUNFEI] = XunfeiAdaptor()
 ADAPTORS[ChannelType.AZURE] = AzureAdaptor()
 ADAPTORS[ChannelType.ANTHROPIC] = AnthropicAdaptor()
 ADAPTORS[ChannelType.GEMINI] = GeminiAdaptor()
