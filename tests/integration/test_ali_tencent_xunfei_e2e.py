@@ -71,7 +71,8 @@ def server(
     try:
         yield daphne
     finally:
-        daphne.stop()
+        with django_db_blocker.unblock():
+            daphne.retire()
 
 
 def make_world(

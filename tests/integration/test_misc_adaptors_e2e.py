@@ -49,7 +49,8 @@ def server(
     try:
         yield daphne
     finally:
-        daphne.stop()
+        with django_db_blocker.unblock():
+            daphne.retire()
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,8 @@ def server(
     try:
         yield daphne
     finally:
-        daphne.stop()
+        with django_db_blocker.unblock():
+            daphne.retire()
 
 
 @pytest.fixture

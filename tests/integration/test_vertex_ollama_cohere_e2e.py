@@ -86,7 +86,8 @@ def server(
     try:
         yield daphne
     finally:
-        daphne.stop()
+        with django_db_blocker.unblock():
+            daphne.retire()
 
 
 WorldFactory = Callable[..., World]
