@@ -7,6 +7,7 @@ from functools import partial
 
 from relay import info, media, proxy, text
 from relay.http import Handler
+from relay.inbound import anthropic_messages, rerank, responses
 from relay.modes import RelayMode
 
 # Top-level path segments that belong to the relay when a client leaves out `/v1` (a base
@@ -26,6 +27,9 @@ BARE_PREFIXES = frozenset(
         "fine_tuning",
         "assistants",
         "threads",
+        "messages",
+        "responses",
+        "rerank",
     }
 )
 
@@ -59,6 +63,16 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], Handler]] = [
         partial(text.relay_text, mode=RelayMode.MODERATIONS),
     ),
     (frozenset({"POST"}), re.compile(r"/edits"), partial(text.relay_text, mode=RelayMode.EDITS)),
+    (frozenset({"POST"}), re.compile(r"/messages"), anthropic_messages.relay_messages),
+    (frozenset({"POST"}), re.compile(r"/messages/count_tokens"), anthropic_messages.count_tokens),
+    (frozenset({"POST"}), re.compile(r"/responses"), responses.relay_responses),
+    # Stored responses live with the upstream that made them (see relay.inbound.responses).
+    (
+        frozenset({"GET", "POST", "DELETE"}),
+        re.compile(r"/responses/.+"),
+        info.not_implemented,
+    ),
+    (frozenset({"POST"}), re.compile(r"/rerank"), rerank.relay_rerank),
     (
         frozenset({"POST"}),
         re.compile(r"/images/generations"),

@@ -15,6 +15,7 @@ from relay import auth, usage
 from relay.adaptors.base import Attempt, OpenAIBody, StreamTranslator
 from relay.caller import Caller, authenticate
 from relay.dispatch import (
+    AttemptFn,
     Charge,
     channel_adaptor,
     price,
@@ -121,6 +122,22 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
         auth.check_model_allowed(caller.key, model)
     validate(payload, mode)
     prompt_tokens = count_prompt(payload, mode, model, caller)
+    attempt = text_attempt(request, caller, mode, payload, prompt_tokens, started)
+    return await run_attempts(caller, model, attempt)
+
+
+def text_attempt(
+    request: Request,
+    caller: Caller,
+    mode: RelayMode,
+    payload: dict[str, Any],
+    prompt_tokens: int,
+    started: float,
+) -> AttemptFn:
+    """One channel's try at a parsed, validated text request. `request.body` is what goes
+    upstream unless the relay edits it: an inbound format converted to OpenAI's (Anthropic's
+    Messages API) passes a request carrying the converted body."""
+    model = str(payload.get("model") or "")
     stream = mode.streams and payload.get("stream") is True
     client_wants_usage = wants_usage(payload)
 
@@ -199,7 +216,7 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
         content_type = upstream.headers.get("content-type", "application/json").encode("latin-1")
         return Response(upstream.status_code, body_out, content_type=content_type)
 
-    return await run_attempts(caller, model, attempt)
+    return attempt
 
 
 async def _single_body(frames: bytes) -> AsyncIterator[bytes]:

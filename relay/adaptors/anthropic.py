@@ -507,11 +507,98 @@ class AnthropicStream:
         return sse({"error": self.upstream_error})
 
 
+# ---------------------------------------------------------------------- native
+
+
+def native_request(attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
+    """For clients of `/v1/messages`: their own Messages body, only the model mapped (the
+    relay's edits), with their anthropic-version when they sent one."""
+    headers = request_headers(attempt)
+    version = attempt.request.header("anthropic-version")
+    if version:
+        headers["anthropic-version"] = version
+    url = base_url(attempt).removesuffix("/v1") + "/v1/messages"
+    return UpstreamRequest("POST", url, headers, body.to_bytes())
+
+
+def event_frame(event: dict[str, Any]) -> bytes:
+    """One event as Anthropic writes it: the `event:` name repeats the data's type."""
+    name = str(event.get("type") or "message")
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+@dataclass
+class AnthropicPassthrough:
+    """Anthropic's events to a Messages API client as they came, a whole event (`event:` and
+    `data:` lines) at a time; on the way, what billing needs: the usage of message_start and
+    message_delta (OpenAI's terms, cache tokens in the prompt), else the generated text."""
+
+    usage: dict[str, Any] | None = None
+    saw_done: bool = False
+    upstream_error: dict[str, Any] | None = None
+    generated: list[str] = field(default_factory=list)
+    start_usage: dict[str, Any] = field(default_factory=dict)
+    pending: list[bytes] = field(default_factory=list)
+
+    @property
+    def generated_text(self) -> str:
+        return "".join(self.generated)
+
+    def accept(self, line: bytes) -> bytes | None:
+        if line:
+            self.pending.append(line)
+            if line.startswith(b"data:"):
+                try:
+                    event = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    return None
+                if isinstance(event, dict):
+                    self.observe(event)
+            return None
+        if not self.pending:
+            return None
+        frame = b"\n".join(self.pending) + b"\n\n"
+        self.pending = []
+        return frame
+
+    def observe(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") if isinstance(event.get("message"), dict) else {}
+            if isinstance(message.get("usage"), dict):
+                self.start_usage = dict(message["usage"])
+        elif kind == "content_block_start":
+            block = event.get("content_block")
+            if isinstance(block, dict):
+                for name in ("text", "thinking", "name"):
+                    if isinstance(block.get(name), str):
+                        self.generated.append(block[name])
+        elif kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict):
+                for name in ("text", "thinking", "partial_json"):
+                    if isinstance(delta.get(name), str):
+                        self.generated.append(delta[name])
+        elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+            # Cumulative counts: message_delta's replace message_start's.
+            self.usage = openai_usage({**self.start_usage, **event["usage"]})
+        elif kind == "message_stop":
+            self.saw_done = True
+        elif kind == "error":
+            error = event.get("error") if isinstance(event.get("error"), dict) else {}
+            self.upstream_error = {
+                "message": str(error.get("message") or "upstream stream error"),
+                "type": str(error.get("type") or "api_error"),
+            }
+
+
 # ---------------------------------------------------------------------- adaptor
 
 
 class AnthropicAdaptor(Adaptor):
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
+        if attempt.mode is RelayMode.MESSAGES:
+            return native_request(attempt, body)
         if attempt.mode is not RelayMode.CHAT:
             raise unsupported(
                 f"{attempt.mode.upstream_path} is not supported by channel type Anthropic"
@@ -526,6 +613,8 @@ class AnthropicAdaptor(Adaptor):
         raise unsupported(f"{attempt.mode.upstream_path} is not supported by this channel type")
 
     def translate_response(self, attempt: Attempt, body: bytes) -> bytes:
+        if attempt.mode is RelayMode.MESSAGES:
+            return body  # the client speaks Anthropic's API: its answer goes back untouched
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -535,4 +624,6 @@ class AnthropicAdaptor(Adaptor):
         return orjson.dumps(convert_response(message, attempt.model))
 
     def stream_translator(self, attempt: Attempt, client_wants_usage: bool) -> StreamTranslator:
+        if attempt.mode is RelayMode.MESSAGES:
+            return AnthropicPassthrough()
         return AnthropicStream(client_wants_usage=client_wants_usage, model=attempt.model)

@@ -226,6 +226,16 @@ def claude_body(payload: dict[str, Any], beta: str = "") -> dict[str, Any]:
     return {"anthropic_version": BEDROCK_ANTHROPIC_VERSION, **body}
 
 
+def native_claude_body(payload: dict[str, Any], beta: str = "") -> dict[str, Any]:
+    """A Messages API client's own body (RelayMode.MESSAGES) as Bedrock's Claude takes it:
+    Bedrock's version in place of the model, the fields it refuses left out."""
+    body = {name: value for name, value in payload.items() if name not in NOT_ON_BEDROCK}
+    betas = [item.strip() for item in beta.split(",") if item.strip()]
+    if betas:
+        body["anthropic_beta"] = betas
+    return {"anthropic_version": BEDROCK_ANTHROPIC_VERSION, **body}
+
+
 def claude_response(message: dict[str, Any], model: str) -> dict[str, Any]:
     converted = anthropic.convert_response(message, model)
     converted["model"] = model  # Bedrock echoes Anthropic's name; the client gets its own
@@ -462,6 +472,25 @@ class LlamaEvents:
         return frames + DONE_FRAME
 
 
+@dataclass
+class ClaudePassthrough(anthropic.AnthropicPassthrough):
+    """Claude's events for a Messages API client, as Anthropic writes them: the client's model
+    name in message_start, Bedrock's invocation metrics only as the fallback count."""
+
+    model: str = ""
+
+    def chunk(self, event: dict[str, Any]) -> bytes | None:
+        metrics = event.get(METRICS)
+        event = {name: value for name, value in event.items() if name != METRICS}
+        message = event.get("message")
+        if event.get("type") == "message_start" and isinstance(message, dict):
+            event["message"] = {**message, "model": self.model}
+        self.observe(event)
+        if self.saw_done and self.usage is None:
+            self.usage = metrics_usage(metrics)
+        return anthropic.event_frame(event)
+
+
 class BedrockStream:
     """Event-stream bytes in, OpenAI chunks out: whole frames are decoded, each `chunk`
     event's JSON goes to the model family's handler, exceptions become an error frame."""
@@ -530,16 +559,33 @@ class BedrockStream:
         return error_frame(error)
 
 
+class NativeBedrockStream(BedrockStream):
+    """For Messages API clients: AWS's exceptions as Anthropic's `error` event."""
+
+    def _fail(self, error: dict[str, Any]) -> bytes:
+        self.stopped = True
+        self.events.upstream_error = error
+        kind = "rate_limit_error" if error.get("type") == "throttlingException" else "api_error"
+        return anthropic.event_frame(
+            {"type": "error", "error": {"type": kind, "message": error.get("message")}}
+        )
+
+
 # ---------------------------------------------------------------------- adaptor
 
 
 class AwsAdaptor(Adaptor):
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
-        if attempt.mode is not RelayMode.CHAT:
+        native = attempt.mode is RelayMode.MESSAGES
+        if attempt.mode is not RelayMode.CHAT and not native:
             raise unsupported(f"{attempt.mode.upstream_path} is not supported by channel type AWS")
         key = channel_key(attempt.channel)
         family, model_id = bedrock_model(attempt.model)
-        if family is Family.CLAUDE:
+        if native and family is not Family.CLAUDE:
+            raise unsupported("only Claude takes Messages API bodies on channel type AWS")
+        if native:
+            payload = native_claude_body(body.payload, attempt.request.header("anthropic-beta"))
+        elif family is Family.CLAUDE:
             payload = claude_body(body.payload, attempt.request.header("anthropic-beta"))
         else:
             payload = llama_body(body.payload)
@@ -566,12 +612,17 @@ class AwsAdaptor(Adaptor):
             return body
         if not isinstance(data, dict):
             return body
+        if attempt.mode is RelayMode.MESSAGES:
+            # Claude's answer as it is, but with the client's model name, not Anthropic's.
+            return orjson.dumps({**data, "model": attempt.model})
         family, _ = bedrock_model(attempt.model)
         if family is Family.CLAUDE:
             return orjson.dumps(claude_response(data, attempt.model))
         return orjson.dumps(llama_response(data, attempt.model))
 
     def stream_translator(self, attempt: Attempt, client_wants_usage: bool) -> StreamTranslator:
+        if attempt.mode is RelayMode.MESSAGES:
+            return NativeBedrockStream(ClaudePassthrough(model=attempt.model))
         family, _ = bedrock_model(attempt.model)
         events: ModelEvents
         if family is Family.CLAUDE:

@@ -7,6 +7,11 @@ channel's config, else its legacy `other` field, else a recent GA version. Bodie
 answers are OpenAI's; Azure's stream quirks (a first chunk with no choices carrying
 `prompt_filter_results`, `content_filter_results` on every choice) are what `StreamState`
 already copes with.
+
+The Responses API has no deployment path: it lives at the resource's root, the deployment
+named by the body's `model`, either in the v1 API (`/openai/v1/responses?api-version=preview`)
+or, for a channel pinned to a dated preview from 2025-03-01-preview on, at
+`/openai/responses?api-version=<that version>`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ DEFAULT_API_VERSION = "2024-10-21"
 # `stream_options` (usage in streams) is accepted from this version on; older ones answer
 # 400 "Unrecognized request argument supplied: stream_options".
 STREAM_USAGE_SINCE = "2024-09-01"
+# The first dated (preview) version that has `/openai/responses`.
+RESPONSES_SINCE = "2025-03-01"
+# The v1 API's version labels; anything else gets `preview` there.
+V1_LABELS = frozenset({"preview", "latest"})
 _DATED_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # The path after `/openai/deployments/{deployment}/` of each mode Azure serves; it has no
@@ -65,7 +74,22 @@ def accepts_stream_options(version: str) -> bool:
     return dated is None or dated.group() >= STREAM_USAGE_SINCE
 
 
+def responses_url(attempt: Attempt) -> str:
+    base = base_url(attempt)
+    if base.startswith(CLOUDFLARE_GATEWAY):
+        raise unsupported_mode(attempt)  # the gateway maps deployment paths only
+    root = base.removesuffix("/v1").removesuffix("/openai")
+    version = api_version(attempt)
+    dated = _DATED_VERSION.match(version)
+    if dated is not None and dated.group() >= RESPONSES_SINCE and "preview" in version:
+        return f"{root}/openai/responses?api-version=" + quote(version, safe="")
+    label = version if version in V1_LABELS else "preview"
+    return f"{root}/openai/v1/responses?api-version={label}"
+
+
 def azure_url(attempt: Attempt) -> str:
+    if attempt.mode is RelayMode.RESPONSES:
+        return responses_url(attempt)
     task = TASKS.get(attempt.mode)
     if task is None:
         raise unsupported_mode(attempt)
@@ -85,11 +109,18 @@ def azure_headers(attempt: Attempt, content_type: str) -> dict[str, str]:
 class AzureAdaptor(Adaptor):
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         url = azure_url(attempt)
-        if "stream_options" in body.payload and not accepts_stream_options(api_version(attempt)):
+        if (
+            attempt.mode is not RelayMode.RESPONSES  # the channel's version is not used there
+            and "stream_options" in body.payload
+            and not accepts_stream_options(api_version(attempt))
+        ):
             # The relay asks for stream usage on its own; an old version would refuse the
             # whole request for it, so it counts the text instead.
             body.payload.pop("stream_options")
             body.edited = True
+        deployment = deployment_name(attempt)
+        if attempt.mode is RelayMode.RESPONSES and body.payload.get("model") != deployment:
+            body.set("model", deployment)  # no deployment path: the body names it
         headers = azure_headers(attempt, "application/json")
         headers["Accept"] = "text/event-stream" if attempt.stream else "application/json"
         return UpstreamRequest("POST", url, headers, body.to_bytes())

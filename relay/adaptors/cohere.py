@@ -6,6 +6,8 @@ go in `tool_results` with an empty message. A `-internet` model name suffix turn
 web-search connector (One API's convention). Streams are newline-delimited JSON events
 (`stream-start`, `text-generation`, `tool-calls-generation`, ..., `stream-end`), or the same
 events as SSE `data:` lines when asked for with `Accepts: text/event-stream` (as here).
+Rerank (`/v1/rerank`) is Cohere's own format, which the relay's rerank endpoint speaks: the
+body goes as the client sent it and the answer comes back as it is.
 """
 
 from __future__ import annotations
@@ -555,6 +557,13 @@ class CohereAdaptor(Adaptor):
         elif attempt.mode is RelayMode.EMBEDDINGS:
             payload = convert_embedding_request(body.payload, attempt.model)
             path = "/v1/embed"
+        elif attempt.mode is RelayMode.RERANK:
+            return UpstreamRequest(
+                "POST",
+                request_url(attempt, "/v1/rerank"),
+                request_headers(attempt),
+                body.to_bytes(),
+            )
         else:
             raise unsupported(
                 f"{attempt.mode.upstream_path} is not supported by channel type Cohere"
@@ -569,6 +578,8 @@ class CohereAdaptor(Adaptor):
         raise unsupported(f"{attempt.mode.upstream_path} is not supported by channel type Cohere")
 
     def translate_response(self, attempt: Attempt, body: bytes) -> bytes:
+        if attempt.mode is RelayMode.RERANK:
+            return body  # already the rerank format
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -37,11 +37,12 @@ def _openai_paths(*modes: RelayMode) -> dict[RelayMode, str]:
 
 
 # The modes each vendor serves and the path of each; a type not listed is OpenAI itself or a
-# reseller of it and serves every mode at OpenAI's path. Sources: One API's adaptors
-# (`minimax`, `doubao`, `novita`, facts §2.2) and the vendors' API references.
+# reseller of it and serves every mode at OpenAI's path (save GENERIC_ONLY_MODES). Sources: One
+# API's adaptors (`minimax`, `doubao`, `novita`, facts §2.2) and the vendors' API references;
+# of the vendors, only OpenRouter and xAI serve the Responses API, only SiliconFlow rerank.
 VENDOR_PATHS: dict[int, dict[RelayMode, str]] = {
     ChannelType.AI360: _openai_paths(M.CHAT, M.EMBEDDINGS),
-    ChannelType.OPENROUTER: _openai_paths(M.CHAT, M.COMPLETIONS, M.EMBEDDINGS),
+    ChannelType.OPENROUTER: _openai_paths(M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.RESPONSES),
     ChannelType.FASTGPT: _openai_paths(M.CHAT),  # a knowledge base: chat only
     ChannelType.MOONSHOT: _openai_paths(M.CHAT),
     ChannelType.BAICHUAN: _openai_paths(M.CHAT, M.EMBEDDINGS),
@@ -77,8 +78,11 @@ VENDOR_PATHS: dict[int, dict[RelayMode, str]] = {
         M.IMAGES_GENERATIONS,
         M.AUDIO_SPEECH,
         M.AUDIO_TRANSCRIPTION,
+        M.RERANK,
     ),
-    ChannelType.XAI: _openai_paths(M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.IMAGES_GENERATIONS),
+    ChannelType.XAI: _openai_paths(
+        M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.IMAGES_GENERATIONS, M.RESPONSES
+    ),
     ChannelType.BAIDU_V2: {
         M.CHAT: "/v2/chat/completions",
         M.EMBEDDINGS: "/v2/embeddings",
@@ -91,6 +95,11 @@ VENDOR_PATHS: dict[int, dict[RelayMode, str]] = {
         M.EMBEDDINGS: "/compatible-mode/v1/embeddings",
     },
     ChannelType.GEMINI_OPENAI_COMPATIBLE: _openai_paths(M.CHAT, M.EMBEDDINGS, M.IMAGES_GENERATIONS),
+}
+# Modes OpenAI itself lacks: of the types not listed above, only these pass them on (a
+# self-hosted or third-party server behind Custom / OpenAI-Compatible, Jina's rerank say).
+GENERIC_ONLY_MODES: dict[RelayMode, frozenset[int]] = {
+    M.RERANK: frozenset({ChannelType.CUSTOM, ChannelType.OPENAI_COMPATIBLE}),
 }
 DOUBAO_BOT_PATH = "/api/v3/bots/chat/completions"
 # Types whose base URL already is the API root (`.../v3/openai`, `.../v1beta/openai/`, or
@@ -148,6 +157,9 @@ def upstream_path(attempt: Attempt) -> str:
     channel_type, mode = attempt.channel.type, attempt.mode
     paths = VENDOR_PATHS.get(channel_type)
     if paths is None:
+        generic = GENERIC_ONLY_MODES.get(mode)
+        if generic is not None and channel_type not in generic:
+            raise unsupported_mode(attempt)
         return mode.upstream_path
     path = paths.get(mode)
     if path is None:

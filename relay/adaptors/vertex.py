@@ -320,6 +320,14 @@ def claude_request(payload: dict[str, Any], model: str) -> dict[str, Any]:
     return request
 
 
+def native_claude_request(payload: dict[str, Any]) -> dict[str, Any]:
+    """A Messages API client's own body (RelayMode.MESSAGES) as Vertex takes it: the model
+    in the URL, Vertex's anthropic_version in the body, nothing else changed."""
+    request = {name: value for name, value in payload.items() if name != "model"}
+    request["anthropic_version"] = ANTHROPIC_VERSION
+    return request
+
+
 def embedding_texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -402,6 +410,9 @@ class VertexAIAdaptor(Adaptor):
                 else gemini.convert_request(body.payload)
             )
             action = chat_action(attempt.model, attempt.stream)
+        elif attempt.mode is RelayMode.MESSAGES and claude:
+            payload = native_claude_request(body.payload)
+            action = chat_action(attempt.model, attempt.stream)
         elif attempt.mode is RelayMode.EMBEDDINGS and not claude:
             payload = embedding_request(body.payload)
             action = "predict"
@@ -455,6 +466,8 @@ class VertexAIAdaptor(Adaptor):
         return await send_upstream(with_token(outgoing, token))
 
     def translate_response(self, attempt: Attempt, body: bytes) -> bytes:
+        if attempt.mode is RelayMode.MESSAGES:
+            return body  # Claude's own answer to a Messages API client
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -469,6 +482,8 @@ class VertexAIAdaptor(Adaptor):
         return orjson.dumps(gemini.convert_response(data, attempt.model))
 
     def stream_translator(self, attempt: Attempt, client_wants_usage: bool) -> StreamTranslator:
+        if attempt.mode is RelayMode.MESSAGES:
+            return anthropic.AnthropicPassthrough()
         if is_claude(attempt.model):
             return anthropic.AnthropicStream(
                 client_wants_usage=client_wants_usage, model=attempt.model

@@ -37,6 +37,8 @@ M = RelayMode
 KEY = "sk-vendor-key"
 ADAPTOR = OpenAIAdaptor()
 ALL_MODES = frozenset(RelayMode)
+# What OpenAI and its resellers serve: everything but rerank (OpenAI has none).
+GENERIC_MODES = ALL_MODES - {RelayMode.RERANK}
 
 # Where each type's chat request goes with its default base URL (Custom and OpenAI-Compatible
 # have none: these two use the base URL in BASES).
@@ -84,7 +86,7 @@ BASES = {
 SPEECH, TRANSCRIBE, TRANSLATE = M.AUDIO_SPEECH, M.AUDIO_TRANSCRIPTION, M.AUDIO_TRANSLATION
 MODES: dict[int, frozenset[RelayMode]] = {
     T.AI360: frozenset({M.CHAT, M.EMBEDDINGS}),
-    T.OPENROUTER: frozenset({M.CHAT, M.COMPLETIONS, M.EMBEDDINGS}),
+    T.OPENROUTER: frozenset({M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.RESPONSES}),
     T.FASTGPT: frozenset({M.CHAT}),
     T.MOONSHOT: frozenset({M.CHAT}),
     T.BAICHUAN: frozenset({M.CHAT, M.EMBEDDINGS}),
@@ -100,13 +102,16 @@ MODES: dict[int, frozenset[RelayMode]] = {
     T.DOUBAO: frozenset({M.CHAT, M.EMBEDDINGS, M.IMAGES_GENERATIONS}),
     T.NOVITA: frozenset({M.CHAT, M.COMPLETIONS, M.EMBEDDINGS}),
     T.SILICONFLOW: frozenset(
-        {M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.IMAGES_GENERATIONS, SPEECH, TRANSCRIBE}
+        {M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.IMAGES_GENERATIONS, SPEECH, TRANSCRIBE, M.RERANK}
     ),
-    T.XAI: frozenset({M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.IMAGES_GENERATIONS}),
+    T.XAI: frozenset({M.CHAT, M.COMPLETIONS, M.EMBEDDINGS, M.IMAGES_GENERATIONS, M.RESPONSES}),
     T.BAIDU_V2: frozenset({M.CHAT, M.EMBEDDINGS, M.IMAGES_GENERATIONS}),
     T.XUNFEI_V2: frozenset({M.CHAT}),
     T.ALI_BAILIAN: frozenset({M.CHAT, M.COMPLETIONS, M.EMBEDDINGS}),
     T.GEMINI_OPENAI_COMPATIBLE: frozenset({M.CHAT, M.EMBEDDINGS, M.IMAGES_GENERATIONS}),
+    # Their base URL can be any server, rerank included.
+    T.CUSTOM: ALL_MODES,
+    T.OPENAI_COMPATIBLE: ALL_MODES,
 }
 
 
@@ -169,7 +174,7 @@ def test_the_table_covers_every_openai_compatible_type() -> None:
 @pytest.mark.parametrize("mode", list(RelayMode), ids=lambda m: m.name)
 def test_url_of_every_mode_of_every_type(channel_type: int, mode: RelayMode) -> None:
     attempt = make_attempt(channel_type, mode=mode)
-    if mode in MODES.get(channel_type, ALL_MODES):
+    if mode in MODES.get(channel_type, GENERIC_MODES):
         assert build(attempt).url == expected_url(channel_type, mode)
         raw = ADAPTOR.build_raw_request(attempt, b"--b--\r\n", "multipart/form-data; boundary=b")
         assert raw.url == expected_url(channel_type, mode)
@@ -498,7 +503,7 @@ def vendor_paths(channel_type: int) -> dict[str, str]:
     """The path of every mode the type serves, as its vendor's server has them."""
     return {
         urlsplit(expected_url(channel_type, mode)).path: mode.upstream_path
-        for mode in MODES.get(channel_type, ALL_MODES)
+        for mode in MODES.get(channel_type, GENERIC_MODES)
     }
 
 
