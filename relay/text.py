@@ -182,13 +182,14 @@ def text_attempt(
             system_prompt_reset=system_prompt_reset,
         )
 
-        def bill(usage_data: Any, generated: str) -> None:
+        def bill(usage_data: Any, generated: str) -> tuple[int, int]:
             tokens = usage.tokens_from_usage(usage_data, prompt_tokens)
             if tokens is None:
                 tokens = (prompt_tokens, usage.count_text(generated, actual_model, caller.options))
             quota = pricing.text_quota(*tokens, prices.ratio, prices.completion_ratio)
             caller.runtime.estimates.observe(actual_model, quota)
             charge.settle(quota, tokens[0], tokens[1], prices.text)
+            return tokens
 
         try:
             upstream = await adaptor.send(this_try, upstream_call)
@@ -208,7 +209,15 @@ def text_attempt(
         except BaseException:
             charge.release()
             raise
-        bill(result.get("usage"), usage.completion_text(result))
+        billed = bill(result.get("usage"), usage.completion_text(result))
+        if not isinstance(result.get("usage"), dict) and mode in COUNTED_USAGE_MODES:
+            # OpenAI clients read `usage` from every chat answer; an upstream that reports
+            # none (PaLM, AIProxy Library) gets the counts it was billed by.
+            counted = {"prompt_tokens": billed[0], "completion_tokens": billed[1]}
+            if mode is RelayMode.EMBEDDINGS:
+                del counted["completion_tokens"]  # OpenAI's embeddings usage has none
+            result["usage"] = {**counted, "total_tokens": billed[0] + billed[1]}
+            body_out = orjson.dumps(result)
         if stream and mode is RelayMode.CHAT:
             # The upstream cannot stream (PaLM, DeepL, Replicate) or ignored `stream`: the
             # client asked for events, so it gets the answer as chunks.
@@ -217,6 +226,9 @@ def text_attempt(
         return Response(upstream.status_code, body_out, content_type=content_type)
 
     return attempt
+
+
+COUNTED_USAGE_MODES = frozenset({RelayMode.CHAT, RelayMode.COMPLETIONS, RelayMode.EMBEDDINGS})
 
 
 async def _single_body(frames: bytes) -> AsyncIterator[bytes]:

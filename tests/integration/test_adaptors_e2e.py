@@ -386,9 +386,16 @@ def test_palm_chat_and_stream_billed_from_the_relays_counts(
     assert [c.choices[0].delta.content for c in chunks if c.choices] == [palm.reply, None]
     assert finish_reasons(chunks) == ["stop"]
     assert len({c.id for c in chunks}) == 1
-    # PaLM counts no tokens, and the relay makes no usage up for the client (by design).
-    assert completion.usage is None
-    assert usage_chunks(chunks) == []
+    # PaLM counts no tokens: the client gets the counts it was billed by, in the answer and
+    # in the usage chunk of the replayed stream.
+    prompt, completion_tokens = counted(PALM, MESSAGES, palm.reply)
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+        prompt,
+        completion_tokens,
+    )
+    [usage_chunk] = usage_chunks(chunks)
+    assert usage_chunk.usage.total_tokens == prompt + completion_tokens
 
     sent = palm.requests
     assert [r.path for r in sent] == ["/v1beta2/models/chat-bison-001:generateMessage"] * 2
@@ -522,8 +529,14 @@ def test_aiproxy_library_chat_and_stream_billed_from_the_relays_counts(
     assert streamed_text(chunks) == answer
     assert finish_reasons(chunks) == ["stop"]
     assert chunks[0].choices[0].delta.role == "assistant"
-    # The library counts no tokens, and the relay makes no usage up for the client.
-    assert completion.usage is None
+    # The library counts no tokens: the answer carries the counts it was billed by (a real
+    # stream has no usage chunk to carry them).
+    prompt, completion_tokens = counted(LIBRARY_MODEL, MESSAGES, answer)
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+        prompt,
+        completion_tokens,
+    )
     assert usage_chunks(chunks) == []
 
     sent = library.requests
