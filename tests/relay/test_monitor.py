@@ -49,6 +49,7 @@ def fresh_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def metric(settings: Any) -> Any:
+    settings.REDIS_CONN_STRING = ""  # the in-memory store, unless a test asks for `on_redis`
     settings.ENABLE_METRIC = True
     settings.METRIC_QUEUE_SIZE = 4
     settings.METRIC_SUCCESS_RATE_THRESHOLD = 0.5
