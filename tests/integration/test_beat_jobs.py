@@ -279,3 +279,71 @@ def test_two_workers_never_test_channels_at_the_same_time(
             {"skipped": ALREADY_RUNNING},
         ]
         assert len(upstream.requests) == 1
+
+
+def test_beat_tests_channels_and_updates_balances(
+    env: dict[str, str],
+    hook: WebhookServer,
+    processes: list[subprocess.Popen],
+    tmp_path: Path,
+) -> None:
+    from channels_mgmt.models import Channel, ChannelStatus
+    from channels_mgmt.services import set_channel_status
+    from relay.catalog import ChannelType
+    from tests.fakes.balance_upstreams import FakeBalanceProviders
+
+    with (
+        FakeOpenAI(api_key="sk-upstream") as dead,
+        FakeOpenAI(api_key="sk-upstream") as healed,
+        FakeBalanceProviders(api_key="sk-balance") as balances,
+    ):
+        # given: auto-disable and auto-enable on, alerts to Message Pusher, and three channels:
+        # one whose key the upstream refuses, one auto-disabled earlier that works again,
+        # and a DeepSeek channel with a balance to read
+        set_option("AutomaticDisableChannelEnabled", "true")
+        set_option("AutomaticEnableChannelEnabled", "true")
+        set_option("MessagePusherAddress", hook.url)
+        dead.scenario = "error_401"
+        failing = make_channel(name="dead", base_url=dead.base_url, models="gpt-4o-mini")
+        recovered = make_channel(name="healed", base_url=healed.base_url, models="gpt-4o-mini")
+        set_channel_status(recovered.pk, ChannelStatus.AUTO_DISABLED)
+        priced = make_channel(
+            name="priced",
+            type=ChannelType.DEEPSEEK,
+            key="sk-balance",
+            base_url=balances.base_url,
+            models="deepseek-chat",
+        )
+
+        # when: beat runs both channel jobs every two seconds (CHANNEL_TEST_FREQUENCY and
+        # CHANNEL_UPDATE_FREQUENCY in minutes are the production spelling of this schedule)
+        start_worker(env, processes)
+        start_beat(
+            env,
+            {
+                "test-all-channels": {
+                    "task": "channels_mgmt.test_all_channels",
+                    "schedule": 2.0,
+                    "args": ["all"],
+                },
+                "update-all-balances": {
+                    "task": "channels_mgmt.update_all_balances",
+                    "schedule": 2.0,
+                },
+            },
+            tmp_path,
+            processes,
+        )
+
+        def status(channel: Channel) -> int:
+            return Channel.objects.values_list("status", flat=True).get(pk=channel.pk)
+
+        # then: the refused channel is disabled, the healed one enabled, the balance stored
+        wait_until(lambda: status(failing) == ChannelStatus.AUTO_DISABLED)
+        wait_until(lambda: status(recovered) == ChannelStatus.ENABLED)
+        wait_until(lambda: Channel.objects.get(pk=priced.pk).balance == 110.5)
+        assert Channel.objects.get(pk=recovered.pk).test_time > 0
+
+        # and: root heard about both changes through Message Pusher
+        titles = " ".join(received.json["title"] for received in hook.wait_for(2, timeout=60))
+        assert "dead" in titles and "healed" in titles
