@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from django.db import close_old_connections, connections
 
-from billing.journal import Journal, apply_journal
+from billing.journal import AppliedBatch, Journal, apply_journal
 from billing.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -30,12 +30,14 @@ class WriteBack(threading.Thread):
         ledger: Ledger,
         interval: float,
         after_flush: Callable[[], None] | None = None,
+        on_applied: Callable[[AppliedBatch], None] | None = None,
     ) -> None:
         super().__init__(name="oneapi-usage-writeback", daemon=True)
         self.journal = journal
         self.ledger = ledger
         self.interval = interval
         self.after_flush = after_flush
+        self.on_applied = on_applied
         self._stopped = threading.Event()
         self._wake = threading.Event()
         self._flush_lock = threading.Lock()
@@ -45,6 +47,8 @@ class WriteBack(threading.Thread):
             batch = apply_journal(self.journal.path)
             if batch.records:
                 self.ledger.applied(batch.user_charges, batch.key_charges)
+                if self.on_applied is not None:
+                    self.on_applied(batch)
             if self.after_flush is not None:
                 self.after_flush()
             return batch.records

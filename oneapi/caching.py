@@ -31,6 +31,7 @@ KEY = "key"  # ident: the 48-char key string
 USER = "user"  # ident: user id
 CHANNELS = "channels"  # ident: "" (the routing table is reloaded whole)
 OPTIONS = "options"  # ident: ""
+BALANCES = "balances"  # ident: "<writer>|<user ids>|<key ids>": charges another process applied
 
 
 def on_invalidate(kind: str) -> Callable[[Handler], Handler]:
@@ -68,6 +69,16 @@ def invalidate(kind: str, ident: object = "") -> None:
         transaction.on_commit(lambda: run_handlers(kind, ident_text))
     # Other nodes hear it at once through Redis (after commit, so they reload the new row).
     transaction.on_commit(lambda: cache_bus.publish(kind, ident_text))
+
+
+def announce(kind: str, ident: str) -> None:
+    """Tell the other processes only (this one already knows): the event row and the Redis
+    message, without running the local handlers."""
+    from oneapi import cache_bus
+    from oneapi.models import CacheEvent
+
+    CacheEvent.objects.create(kind=kind, ident=ident)
+    transaction.on_commit(lambda: cache_bus.publish(kind, ident))
 
 
 class EventListener(threading.Thread):

@@ -52,17 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-worker", action="store_true", help="serve HTTP only (run Celery elsewhere)"
     )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        default=os.environ.get("PROXY_HEADERS", "").lower() in ("1", "true"),
+        help=(
+            "behind a reverse proxy: take the client address from X-Forwarded-For (rate limits "
+            "and key subnets then see the real client; the proxy must overwrite the header)"
+        ),
+    )
     return parser
 
 
-def children(port: int, host: str, with_worker: bool) -> list[Child]:
+def children(
+    port: int, host: str, with_worker: bool, proxy_headers: bool = False
+) -> list[Child]:
     python = sys.executable
-    result = [
-        Child(
-            "web",
-            [python, "-m", "daphne", "-b", host, "-p", str(port), "oneapi.asgi:application"],
-        )
-    ]
+    web = [python, "-m", "daphne", "-b", host, "-p", str(port)]
+    if proxy_headers:
+        web.append("--proxy-headers")
+    result = [Child("web", [*web, "oneapi.asgi:application"])]
     if with_worker:
         result.append(
             Child(
@@ -182,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DATA_DIR", str((Path.cwd() / "data").resolve()))
     os.environ["PORT"] = str(args.port)
     prepare()
-    return supervise(children(args.port, args.host, with_worker=not args.no_worker))
+    return supervise(
+        children(
+            args.port,
+            args.host,
+            with_worker=not args.no_worker,
+            proxy_headers=args.proxy_headers,
+        )
+    )
 
 
 if __name__ == "__main__":

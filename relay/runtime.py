@@ -15,7 +15,13 @@ from pathlib import Path
 from django.conf import settings
 
 from accounts.models import User
-from billing.journal import Journal, UsageRecord, forget_journal, recover_orphaned_journals
+from billing.journal import (
+    AppliedBatch,
+    Journal,
+    UsageRecord,
+    forget_journal,
+    recover_orphaned_journals,
+)
 from billing.ledger import Ledger, Reservation
 from billing.models import ApiKey
 from billing.writeback import WriteBack
@@ -45,6 +51,7 @@ class Runtime:
             self.ledger,
             writeback_interval() if interval is None else interval,
             after_flush=self.reload_stale_balances,
+            on_applied=self.announce_applied,
         )
         self._key_ids: dict[str, int] = {}
         self._stale_users: set[int] = set()
@@ -82,6 +89,31 @@ class Runtime:
                 self._stale_keys.update(self.ledger.key_ids())
             elif ident in self._key_ids:
                 self._stale_keys.add(self._key_ids[ident])
+        self.writeback.wake()
+
+    @property
+    def writer_id(self) -> str:
+        return self.journal.path.name
+
+    def announce_applied(self, batch: AppliedBatch) -> None:
+        """Other nodes hold these balances in their own ledgers: tell them to reload, so
+        charges made here count there within a flush interval, not a SYNC_FREQUENCY."""
+        users = ",".join(str(user_id) for user_id in sorted(batch.user_charges))
+        keys = ",".join(str(key_id) for key_id in sorted(batch.key_charges))
+        caching.announce(caching.BALANCES, f"{self.writer_id}|{users}|{keys}")
+
+    def balances_changed_elsewhere(self, ident: str) -> None:
+        writer, _, ids = ident.partition("|")
+        if writer == self.writer_id:
+            return
+        users, _, keys = ids.partition("|")
+        known_users = set(self.ledger.user_ids())
+        known_keys = set(self.ledger.key_ids())
+        with self._stale_lock:
+            self._stale_users.update(
+                int(i) for i in users.split(",") if i and int(i) in known_users
+            )
+            self._stale_keys.update(int(i) for i in keys.split(",") if i and int(i) in known_keys)
         self.writeback.wake()
 
     def reload_stale_balances(self) -> None:
@@ -147,6 +179,12 @@ def install(runtime: Runtime | None) -> None:
 def _user_changed(ident: str) -> None:
     if _current is not None:
         _current.mark_user_stale(ident)
+
+
+@caching.on_invalidate(caching.BALANCES)
+def _balances_changed(ident: str) -> None:
+    if _current is not None and ident != "*":
+        _current.balances_changed_elsewhere(ident)
 
 
 @caching.on_invalidate(caching.KEY)
