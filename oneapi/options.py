@@ -80,6 +80,8 @@ def default_options() -> dict[str, str]:
         "ChannelDisableThreshold": "5",
         "ApproximateTokenEnabled": "false",
         "LogConsumeEnabled": "true",
+        # The bearer token of /metrics; empty = no such endpoint (404).
+        "MetricsToken": "",
         "ModelRatio": json.dumps(ratio_defaults.DEFAULT_MODEL_RATIO),
         "CompletionRatio": json.dumps(ratio_defaults.DEFAULT_COMPLETION_RATIO),
         "GroupRatio": json.dumps(ratio_defaults.DEFAULT_GROUP_RATIO),

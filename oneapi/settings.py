@@ -339,15 +339,24 @@ ONEAPI_TURNSTILE_VERIFY_URL = env_str(
 )
 
 # --- logging --------------------------------------------------------------------------------
+# json: one JSON object per line (time, level, logger, message, request_id, exception).
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 _handlers = ["console"]
 LOGGING: dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "[%(levelname)s] %(asctime)s %(name)s: %(message)s"},
+        "json": {"()": "oneapi.log_format.JsonFormatter"},
     },
+    # Every record gets the id of the relay request being served (None outside one).
+    "filters": {"request_id": {"()": "oneapi.log_format.RequestIdFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": _handlers, "level": "DEBUG" if DEBUG else "INFO"},
     "loggers": {
@@ -362,7 +371,8 @@ if LOG_DIR:
     )
     LOGGING["handlers"]["file"] = {
         "class": "logging.FileHandler",
-        "formatter": "plain",
+        "formatter": LOG_FORMAT,
+        "filters": ["request_id"],
         "filename": str(Path(LOG_DIR) / _log_file),
     }
     _handlers.append("file")

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from django.urls import include, path, re_path
 
-from oneapi import api_views, views
+from oneapi import api_views, metrics_view, views
 
 urlpatterns = [
     path("api/status", views.status, name="status"),
+    # Prometheus scrapes; off (404) until the MetricsToken option is set.
+    path("metrics", metrics_view.metrics, name="metrics"),
     path("", include("oneapi.api_urls")),
     path("", include("accounts.api_urls")),
     path("", include("accounts.auth_urls")),

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from oneapi.log_format import request_id_var
+from relay import metrics
 from relay.errors import RelayError, error_body
 from relay.request_id import new_request_id
 
@@ -159,6 +161,17 @@ class RelayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
+        # For as long as the request runs (its tasks and threads included), every log line
+        # carries its id and the upstream metrics find its timings.
+        id_token = request_id_var.set(request_id)
+        tracker, tracker_token = metrics.start_request(scope["path"])
+        try:
+            await self._serve(scope, receive, tracker.wrap(send), request_id)
+        finally:
+            metrics.end_request(tracker, tracker_token)
+            request_id_var.reset(id_token)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", ())
@@ -273,6 +286,7 @@ async def _send_stream(
             await response.on_close()
     if producer.done() and not producer.cancelled() and producer.exception() is not None:
         # The headers are out; all that is left is to end the connection.
+        metrics.record_error("stream_failed")
         logger.error("relay stream failed", exc_info=producer.exception())
 
 

@@ -33,6 +33,7 @@ from channels_mgmt.models import ChannelStatus
 from channels_mgmt.services import set_channel_status
 from oneapi import notify
 from oneapi.options import OptionSnapshot
+from relay import metrics
 from relay.errors import RelayError
 
 logger = logging.getLogger(__name__)
@@ -267,9 +268,18 @@ def store() -> Store:
 
 
 def report_success(
-    options: OptionSnapshot, channel_id: int, config: Mapping[str, object] | None = None
+    options: OptionSnapshot,
+    channel_id: int,
+    config: Mapping[str, object] | None = None,
+    *,
+    channel_type: int | None = None,
+    latency: float | None = None,
 ) -> None:
-    """Count a successful attempt: into the metric window, and ending a failure streak."""
+    """Count a successful attempt: into the metric window, and ending a failure streak.
+
+    `channel_type` and `latency` (seconds) only refine the Prometheus metrics; without them
+    they come from the loaded routing table and the request's clock (see relay.metrics)."""
+    metrics.record_upstream(channel_id, channel_type=channel_type, latency=latency)
     window = metric_window()
     reset = failures_needed(config) > 1 and options.get_bool("AutomaticDisableChannelEnabled")
     if window is None and not reset:
@@ -287,11 +297,16 @@ def report_failure(
     channel_name: str,
     error: RelayError,
     config: Mapping[str, object] | None = None,
+    *,
+    channel_type: int | None = None,
+    latency: float | None = None,
 ) -> None:
     """Judge an upstream failure off the response path; may disable the channel.
 
     The write invalidates the routing table here at once and in every other process within
-    a poll interval, so no node keeps routing to it until the next full sync."""
+    a poll interval, so no node keeps routing to it until the next full sync. `channel_type`
+    and `latency` are for the metrics only, as in `report_success`."""
+    metrics.record_upstream(channel_id, error.status, channel_type=channel_type, latency=latency)
     dead = options.get_bool("AutomaticDisableChannelEnabled") and should_disable(error)
     window = metric_window()
     if not dead and window is None:

@@ -26,6 +26,7 @@ from billing.ledger import Ledger, Reservation
 from billing.models import ApiKey
 from billing.writeback import WriteBack
 from oneapi import cache_bus, caching
+from relay import metrics
 from relay.estimates import CostEstimates
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Runtime:
         """Make the charge durable (the journal line), then replace the reservation by it."""
         self.journal.append(record)
         self.ledger.settle(reservation, record.quota)
+        metrics.record_usage(record)
 
     def flush(self) -> int:
         return self.writeback.flush_once()
