@@ -28,6 +28,10 @@ class ApiKey(models.Model):
     used_quota = models.BigIntegerField(default=0)
     request_count = models.BigIntegerField(default=0)
     subnet = models.CharField(max_length=1024, blank=True, default="")  # comma-separated CIDRs
+    # Rate limits of this key (relay.ratelimit); 0 = unlimited.
+    rpm_limit = models.IntegerField(default=0)
+    tpm_limit = models.IntegerField(default=0)
+    concurrency_limit = models.IntegerField(default=0)
 
     # Declared last: the name shadows django.db.models in the class body.
     models = models.TextField(blank=True, default="")  # comma-separated whitelist; empty = all

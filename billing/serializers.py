@@ -9,12 +9,17 @@ from rest_framework import serializers
 from billing.models import KeyStatus, RedemptionStatus
 
 MAX_BIGINT = 2**63 - 1  # the columns are BIGINT
+MAX_INT = 2**31 - 1  # the rate-limit columns are INTEGER
 TOKEN_NAME_MAX = 30
 REDEMPTION_NAME_MESSAGE = "兑换码名称长度必须在1-20之间"
 
 
 def quota_field(**kwargs: object) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, **kwargs)
+
+
+def rate_limit_field(**kwargs: object) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, max_value=MAX_INT, **kwargs)
 
 
 def clean_list(value: str | None) -> str:
@@ -38,6 +43,10 @@ class TokenSerializer(serializers.Serializer):
     unlimited_quota = serializers.BooleanField(default=False)
     models = serializers.CharField(allow_blank=True, allow_null=True, default="")
     subnet = serializers.CharField(allow_blank=True, allow_null=True, default="", max_length=1024)
+    # Requests / tokens per minute and requests in flight; 0 = unlimited.
+    rpm_limit = rate_limit_field(default=0)
+    tpm_limit = rate_limit_field(default=0)
+    concurrency_limit = rate_limit_field(default=0)
 
     def validate_models(self, value: str | None) -> str:
         return clean_list(value)
@@ -57,6 +66,10 @@ class TokenUpdateSerializer(TokenSerializer):
     """The full update; a `status` in the body is ignored (front-ends send the whole row)."""
 
     id = serializers.IntegerField(min_value=1)
+    # Absent keeps the stored value: a front-end that predates the limits must not clear them.
+    rpm_limit = rate_limit_field(required=False)
+    tpm_limit = rate_limit_field(required=False)
+    concurrency_limit = rate_limit_field(required=False)
 
 
 class TokenStatusSerializer(serializers.Serializer):
@@ -106,7 +119,8 @@ class RedeemSerializer(serializers.Serializer):
 
 class AdminTopUpSerializer(serializers.Serializer):
     user_id = serializers.IntegerField(min_value=1)
+    # A top-up of nothing would only write a log (One API accepts it; nothing is gained).
     quota = serializers.IntegerField(
-        min_value=0, max_value=MAX_BIGINT, error_messages={"min_value": "quota 不能为负数！"}
+        min_value=1, max_value=MAX_BIGINT, error_messages={"min_value": "quota 必须大于 0！"}
     )
     remark = serializers.CharField(allow_blank=True, default="", max_length=1000)

@@ -43,7 +43,17 @@ USER_NOT_FOUND = "用户不存在"
 TARGET_TIMESTAMP_REQUIRED = "target timestamp is required"
 
 # The fields a full `PUT /api/token/` replaces (One API's `Token.Update` minus status).
-TOKEN_EDITABLE = ("name", "expired_time", "remain_quota", "unlimited_quota", "models", "subnet")
+TOKEN_EDITABLE = (
+    "name",
+    "expired_time",
+    "remain_quota",
+    "unlimited_quota",
+    "models",
+    "subnet",
+    "rpm_limit",
+    "tpm_limit",
+    "concurrency_limit",
+)
 TOKEN_ORDERS: dict[str, tuple[str, ...]] = {
     "remain_quota": ("-unlimited_quota", "-remain_quota", "-id"),
     "used_quota": ("-used_quota", "-id"),
@@ -73,6 +83,9 @@ def token_json(key: ApiKey) -> dict[str, Any]:
         "used_quota": key.used_quota,
         "models": key.models,
         "subnet": key.subnet,
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "concurrency_limit": key.concurrency_limit,
     }
 
 
@@ -129,7 +142,8 @@ def update_token(user_id: int, fields: Mapping[str, Any], *, status_only: bool) 
                 refuse_enabling(key, now())
             changes = {"status": fields["status"]}
         else:
-            changes = {name: fields[name] for name in TOKEN_EDITABLE}
+            # A field the update left out (the rate limits may be) keeps its value.
+            changes = {name: fields[name] for name in TOKEN_EDITABLE if name in fields}
         # Only these columns: used_quota and remain_quota are also written by the relay's
         # usage write-back, which must not be overwritten with what this request read.
         ApiKey.objects.filter(pk=key.pk).update(**changes)
@@ -413,6 +427,23 @@ def _topup_log(user_id: int, content: str, quota: int, username: str = "") -> No
     )
 
 
+# Quota is a signed 64-bit column everywhere; a sum past it is an error on PostgreSQL and
+# MySQL and silently a float on SQLite, so additions are bounded.
+MAX_QUOTA = 2**63 - 1
+QUOTA_OVERFLOW = "额度超出上限"
+
+
+def add_quota(user_id: int, amount: int) -> bool:
+    """Atomically add `amount`; False (nothing changed) when the sum would overflow."""
+    if not 0 <= amount <= MAX_QUOTA:
+        return False
+    return bool(
+        User.objects.filter(pk=user_id, quota__lte=MAX_QUOTA - amount).update(
+            quota=F("quota") + amount
+        )
+    )
+
+
 def redeem(user: User, key: str) -> int:
     """Redeem `key` for `user` exactly once, however many requests race for it.
 
@@ -431,7 +462,8 @@ def redeem(user: User, key: str) -> int:
             exists = Redemption.objects.filter(key=key).exists()
             raise ApiError(USED_REDEMPTION_KEY if exists else INVALID_REDEMPTION_KEY)
         quota = Redemption.objects.filter(key=key).values_list("quota", flat=True).get()
-        User.objects.filter(pk=user.pk).update(quota=F("quota") + quota)
+        if not add_quota(user.pk, quota):
+            raise ApiError(QUOTA_OVERFLOW)  # rolls the redemption back too
         _topup_log(user.pk, f"通过兑换码充值 {format_quota(quota)}", quota, user.username)
         caching.invalidate(caching.USER, user.pk)
     return quota
@@ -440,7 +472,9 @@ def redeem(user: User, key: str) -> int:
 def admin_top_up(user_id: int, quota: int, remark: str = "") -> None:
     """`POST /api/topup`, the hook for external payment systems."""
     with transaction.atomic():
-        if not User.objects.filter(pk=user_id).update(quota=F("quota") + quota):
+        if not User.objects.filter(pk=user_id).exists():
             raise ApiError(USER_NOT_FOUND)
+        if not add_quota(user_id, quota):
+            raise ApiError(QUOTA_OVERFLOW)
         _topup_log(user_id, remark or f"通过 API 充值 {format_quota(quota)}", quota)
         caching.invalidate(caching.USER, user_id)

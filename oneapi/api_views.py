@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from oneapi import options
 from oneapi.api import AdminView, ApiError, ApiView, PublicView, RootView, ok
+from relay import ratelimit
 from relay.catalog import MODELS_BY_CHANNEL_TYPE
 
 THEMES = ("default", "berry", "air")
@@ -58,6 +59,11 @@ def validate_option(key: str, value: str) -> None:
             isinstance(v, int | float) and not isinstance(v, bool) for v in parsed.values()
         ):
             raise ApiError(f"{key}: 必须是名称到数字的 JSON 对象")
+    elif key == ratelimit.OPTION:
+        try:
+            ratelimit.validate_group_limits(value)
+        except ValueError as error:
+            raise ApiError(f"{key}: {error}") from None
     elif default.lstrip("-").replace(".", "", 1).isdigit():
         try:
             float(value)

@@ -21,9 +21,9 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from relay import runtime  # noqa: E402
 from relay.http import RelayApp  # noqa: E402
-from relay.routes import is_relay_path, resolve  # noqa: E402
+from relay.routes import error_shape, is_relay_path, resolve  # noqa: E402
 
-relay_application = RelayApp(resolve)
+relay_application = RelayApp(resolve, error_shape)
 
 
 async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -85,6 +85,8 @@ def default_options() -> dict[str, str]:
         "ModelRatio": json.dumps(ratio_defaults.DEFAULT_MODEL_RATIO),
         "CompletionRatio": json.dumps(ratio_defaults.DEFAULT_COMPLETION_RATIO),
         "GroupRatio": json.dumps(ratio_defaults.DEFAULT_GROUP_RATIO),
+        # Per-user rate limits by group: {"vip": {"rpm": 60, "tpm": 100000, "concurrency": 5}}
+        "GroupRateLimits": "{}",
     }
 
 

@@ -38,6 +38,10 @@ class KeyInfo:
     models: frozenset[str] | None
     subnets: tuple[IpNetwork, ...] | None
     subnet_text: str
+    # Requests / tokens per minute and requests in flight for this key; 0 = unlimited.
+    rpm_limit: int = 0
+    tpm_limit: int = 0
+    concurrency_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ def load_key(key: str) -> KeyInfo | None:
             "remain_quota",
             "models",
             "subnet",
+            "rpm_limit",
+            "tpm_limit",
+            "concurrency_limit",
             "user__id",
             "user__username",
             "user__status",
@@ -138,6 +145,9 @@ def load_key(key: str) -> KeyInfo | None:
             models=models or None,
             subnets=parse_subnets(row.subnet),
             subnet_text=row.subnet,
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
+            concurrency_limit=row.concurrency_limit,
         )
         user = row.user
         _keys[key] = info

@@ -17,7 +17,7 @@ from channels_mgmt import selection
 from channels_mgmt.selection import RoutingTable
 from oneapi import caching, options
 from oneapi.options import OptionSnapshot
-from relay import auth, runtime
+from relay import auth, ratelimit, runtime
 from relay.auth import KeyInfo, UserInfo
 from relay.errors import RelayError
 from relay.http import Request
@@ -33,6 +33,8 @@ class Caller:
     options: OptionSnapshot
     table: RoutingTable
     runtime: runtime.Runtime
+    # This request's rate-limit ticket; None when neither the key nor its group is limited.
+    rate: ratelimit.Ticket | None = None
 
     @property
     def limited_key_id(self) -> int | None:
@@ -83,11 +85,13 @@ async def authenticate(request: Request, authorization: str | None = None) -> Ca
     if user is None:
         raise RelayError(401, "无效的令牌")
     auth.check_access(key, user, request.client_ip, credentials.forced_channel_id)
+    snapshot = await current_options()
     return Caller(
         key=key,
         user=user,
         forced_channel_id=credentials.forced_channel_id,
-        options=await current_options(),
+        options=snapshot,
         table=await current_routing_table(),
         runtime=current,
+        rate=ratelimit.ticket_for(key, user, snapshot),
     )

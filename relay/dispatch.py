@@ -17,7 +17,7 @@ from billing import pricing
 from billing.journal import UsageRecord, consume_log_fields
 from billing.ledger import MustWait, Reservation
 from channels_mgmt.selection import ChannelInfo, pick_channel
-from relay import monitor
+from relay import monitor, ratelimit
 from relay.adaptors import Adaptor, UnsupportedChannelType, adaptor_for
 from relay.caller import Caller
 from relay.errors import RelayError
@@ -52,7 +52,22 @@ def forced_channel(caller: Caller) -> ChannelInfo:
     return channel
 
 
-async def run_attempts(caller: Caller, model: str, attempt: AttemptFn) -> Response | StreamResponse:
+async def run_attempts(
+    caller: Caller, model: str, attempt: AttemptFn, prompt_tokens: int = 0
+) -> Response | StreamResponse:
+    """Every relayed request passes here once, whatever its inbound format: the one place its
+    rate limits are checked (`prompt_tokens`, the estimate, is checked against TPM) and its
+    ticket given back once the response has ended."""
+    if caller.rate is None:
+        return await _run_attempts(caller, model, attempt)
+    return await ratelimit.enforce(
+        caller.rate, model, prompt_tokens, lambda: _run_attempts(caller, model, attempt)
+    )
+
+
+async def _run_attempts(
+    caller: Caller, model: str, attempt: AttemptFn
+) -> Response | StreamResponse:
     if caller.forced_channel_id is not None:
         channel = forced_channel(caller)
         try:
@@ -166,6 +181,8 @@ class Charge:
 
     def settle(self, quota: int, prompt_tokens: int, completion_tokens: int, content: str) -> None:
         caller = self.caller
+        if caller.rate is not None:
+            caller.rate.add_tokens(prompt_tokens + completion_tokens)  # TPM counts actual use
         log = None
         if caller.options.get_bool("LogConsumeEnabled"):
             log = consume_log_fields(

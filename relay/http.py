@@ -86,6 +86,7 @@ def error_response(error: RelayError, request_id: str) -> Response:
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
+ErrorResponder = Callable[[RelayError, str], Response]
 Resolver = Callable[[str, str], tuple[Handler, dict[str, str]]]
 
 
@@ -156,8 +157,12 @@ def _client_ip(scope: Scope) -> str:
 class RelayApp:
     """The ASGI application for relay paths."""
 
-    def __init__(self, resolve: Resolver) -> None:
+    def __init__(
+        self, resolve: Resolver, error_shape: Callable[[str], ErrorResponder] | None = None
+    ) -> None:
         self.resolve = resolve
+        # Errors raised before a handler runs (413, bad gzip) in the format of the path's API.
+        self.error_shape = error_shape or (lambda _path: error_response)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
@@ -181,14 +186,15 @@ class RelayApp:
         if method == "OPTIONS" and "origin" in headers:
             await _send_response(send, preflight_response(headers), extra)
             return
+        respond = self.error_shape(scope["path"])
         try:
             response = await self._handle(scope, receive, headers, request_id)
         except asyncio.CancelledError:
             raise
         except RelayError as error:
-            response = error_response(error, request_id)
+            response = respond(error, request_id)
         except BodyTooLarge:
-            response = error_response(
+            response = respond(
                 RelayError(
                     413,
                     f"request body exceeds {settings.RELAY_MAX_BODY_SIZE} bytes",
@@ -198,9 +204,7 @@ class RelayApp:
             )
         except Exception:
             logger.exception("relay panic (request id: %s)", request_id)
-            response = error_response(
-                RelayError(500, "internal error", type="one_api_panic"), request_id
-            )
+            response = respond(RelayError(500, "internal error", type="one_api_panic"), request_id)
         if isinstance(response, StreamResponse):
             await _send_stream(send, receive, response, extra)
         else:

@@ -56,6 +56,10 @@ async def relay_proxy(request: Request) -> StreamResponse:
     if request.query_string:
         url += "?" + request.query_string.decode("latin-1")
     headers = {k: v for k, v in request.headers.items() if k not in DROPPED_REQUEST_HEADERS}
+    for name, value in headers.items():
+        if not value.isprintable() or not value.isascii():
+            # What arrived as latin-1 bytes cannot always go out again through httpx.
+            raise RelayError(400, f"invalid value in request header {name}")
     headers["authorization"] = channel.key
     client = get_client()
     upstream_request = client.build_request(

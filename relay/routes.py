@@ -6,7 +6,7 @@ import re
 from functools import partial
 
 from relay import info, media, proxy, text
-from relay.http import Handler
+from relay.http import ErrorResponder, Handler, error_response
 from relay.inbound import anthropic_messages, rerank, responses
 from relay.modes import RelayMode
 
@@ -131,3 +131,11 @@ def resolve(method: str, path: str) -> tuple[Handler, dict[str, str]]:
             if match:
                 return handler, match.groupdict()
     return info.not_found, {}
+
+
+def error_shape(path: str) -> ErrorResponder:
+    """Anthropic's error body on its Messages paths, OpenAI's everywhere else."""
+    route = path.removeprefix("/v1") if path.startswith("/v1/") else path
+    if route == "/messages" or route.startswith("/messages/"):
+        return anthropic_messages.error_response
+    return error_response

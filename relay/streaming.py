@@ -91,7 +91,8 @@ class StreamState:
             value = delta.get(name)
             if isinstance(value, str):
                 self.generated.append(value)
-        for call in delta.get("tool_calls") or ():
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 for name in ("name", "arguments"):

@@ -62,6 +62,12 @@ def validate(payload: dict[str, Any], mode: RelayMode) -> None:
         raise invalid_request("max_tokens is invalid")
     if not payload.get("model"):
         raise invalid_request("model name not specified")
+    if not isinstance(payload["model"], str):
+        raise invalid_request("model must be a string")
+    if payload.get("stream") is not None and not isinstance(payload["stream"], bool):
+        # Forwarded as sent, a truthy non-boolean makes lenient upstreams stream an answer
+        # the relay would not read (nor bill).
+        raise invalid_request("stream must be a boolean")
     field = REQUIRED_FIELD.get(mode)
     if field is not None and payload.get(field) in (None, "", []):
         raise invalid_request(f"field {field} is required")
@@ -123,7 +129,7 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
     validate(payload, mode)
     prompt_tokens = count_prompt(payload, mode, model, caller)
     attempt = text_attempt(request, caller, mode, payload, prompt_tokens, started)
-    return await run_attempts(caller, model, attempt)
+    return await run_attempts(caller, model, attempt, prompt_tokens)
 
 
 def text_attempt(

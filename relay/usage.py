@@ -58,7 +58,8 @@ def count_messages(messages: Any, model: str, options: OptionSnapshot) -> int:
             tokens += count_text(message["role"], model, options)
         if isinstance(message.get("name"), str):
             tokens += per_name + count_text(message["name"], model, options)
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict):
                 tokens += count_text(orjson.dumps(call).decode(), model, options)
     return tokens + REPLY_PRIMING_TOKENS
@@ -97,7 +98,8 @@ def completion_text(response: dict[str, Any]) -> str:
         for name in ("content", "reasoning_content", "reasoning"):
             if isinstance(message.get(name), str):
                 parts.append(message[name])
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 for name in ("name", "arguments"):

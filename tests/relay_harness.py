@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 
 from relay import monitor
 from relay.http import RelayApp
-from relay.routes import resolve
+from relay.routes import error_shape, resolve
 from relay.upstream import close_client
 
 
@@ -43,7 +43,7 @@ class Result:
 
 class RelayClient:
     def __init__(self, key: str | None = None, client_ip: str = "127.0.0.1") -> None:
-        self.app = RelayApp(resolve)
+        self.app = RelayApp(resolve, error_shape)
         self.key = key
         self.client_ip = client_ip
 

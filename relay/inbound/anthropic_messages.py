@@ -113,7 +113,7 @@ async def _relay(request: Request) -> Response | StreamResponse:
     model = str(body["model"])
     auth.check_model_allowed(caller.key, model)
     job = MessagesJob(request, caller, body, model, prompt_tokens(body, model, caller), started)
-    return await run_attempts(caller, model, job.attempt)
+    return await run_attempts(caller, model, job.attempt, job.prompt_tokens)
 
 
 # ---------------------------------------------------------------------- routing

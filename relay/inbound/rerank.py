@@ -250,4 +250,4 @@ async def relay_rerank(request: Request) -> Response | StreamResponse:
         charge.settle(bill.quota, bill.tokens, 0, log_content(prices.text, bill))
         return Response(200, orjson.dumps(normalized(result, results, bill)))
 
-    return await run_attempts(caller, model, attempt)
+    return await run_attempts(caller, model, attempt, counted)

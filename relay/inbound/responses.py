@@ -341,4 +341,4 @@ async def relay_responses(request: Request) -> Response | StreamResponse:
         bill(result.get("usage"), output_text(result))
         return Response(upstream.status_code, raw, content_type=content_type_of(upstream))
 
-    return await run_attempts(caller, model, attempt)
+    return await run_attempts(caller, model, attempt, prompt_tokens)

@@ -439,7 +439,8 @@ def test_admin_top_up_default_remark(actors: Actors) -> None:
         ({"user_id": 99999, "quota": 1}, services.USER_NOT_FOUND),
         ({"quota": 1}, "user_id: "),
         ({"user_id": "alice", "quota": 1}, "user_id: "),
-        ({"user_id": ALICE, "quota": -1}, "quota: quota 不能为负数！"),
+        ({"user_id": ALICE, "quota": -1}, "quota: quota 必须大于 0！"),
+        ({"user_id": ALICE, "quota": 0}, "quota: quota 必须大于 0！"),
         ({"user_id": ALICE}, "quota: "),
     ],
 )
@@ -451,3 +452,17 @@ def test_admin_top_up_validation(actors: Actors, body: dict[str, Any], message: 
     assert response.json()["message"].startswith(message)
     assert quota_of(actors.user) == actors.user.quota
     assert not Log.objects.exists()
+
+
+def test_top_up_never_overflows_the_quota_column(actors) -> None:
+    from accounts.models import User
+    from billing.services import MAX_QUOTA, QUOTA_OVERFLOW
+
+    alice = actors.user
+    room = MAX_QUOTA - User.objects.get(pk=alice.pk).quota
+    admin = actors.client("admin")
+    filled = admin.post("/api/topup", {"user_id": alice.pk, "quota": room}, format="json")
+    assert filled.json()["success"] is True
+    over = admin.post("/api/topup", {"user_id": alice.pk, "quota": 1}, format="json")
+    assert over.json() == {"success": False, "message": QUOTA_OVERFLOW}
+    assert User.objects.get(pk=alice.pk).quota == MAX_QUOTA

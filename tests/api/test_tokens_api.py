@@ -30,6 +30,9 @@ TOKEN_FIELDS = {
     "used_quota",
     "models",
     "subnet",
+    "rpm_limit",
+    "tpm_limit",
+    "concurrency_limit",
 }
 
 
@@ -401,3 +404,53 @@ def test_a_refused_update_writes_no_cache_event(actors: Actors) -> None:
     )
     actors.client("other").delete(f"/api/token/{key.pk}")
     assert not CacheEvent.objects.filter(ident=key.key).exists()
+
+
+# --- rate limits ---------------------------------------------------------------------------
+
+
+def test_rate_limits_round_trip(actors: Actors) -> None:
+    client = actors.client("user")
+    limits = {"rpm_limit": 60, "tpm_limit": 100_000, "concurrency_limit": 5}
+    data = client.post("/api/token/", {"name": "limited", **limits}, format="json").json()["data"]
+    assert {name: data[name] for name in limits} == limits
+    key = ApiKey.objects.get(pk=data["id"])
+    assert (key.rpm_limit, key.tpm_limit, key.concurrency_limit) == (60, 100_000, 5)
+    assert client.get(f"/api/token/{key.pk}").json()["data"]["tpm_limit"] == 100_000
+
+    changed = {**snapshot(key), "rpm_limit": 0, "concurrency_limit": 2}
+    data = client.put("/api/token/", changed, format="json").json()["data"]
+    assert (data["rpm_limit"], data["tpm_limit"], data["concurrency_limit"]) == (0, 100_000, 2)
+    info = auth.load_key(key.key)
+    assert info is not None
+    assert (info.rpm_limit, info.tpm_limit, info.concurrency_limit) == (0, 100_000, 2)
+
+
+def test_new_keys_are_unlimited(actors: Actors) -> None:
+    data = actors.client("user").post("/api/token/", {"name": "n"}, format="json").json()["data"]
+    assert (data["rpm_limit"], data["tpm_limit"], data["concurrency_limit"]) == (0, 0, 0)
+
+
+def test_an_update_without_the_limits_keeps_them(actors: Actors) -> None:
+    """A front-end that predates the fields sends rows without them."""
+    key = make_key(actors.user, rpm_limit=10, tpm_limit=20, concurrency_limit=3)
+    body = {k: v for k, v in snapshot(key).items() if not k.endswith("_limit")}
+    actors.client("user").put("/api/token/", {**body, "name": "renamed"}, format="json")
+    stored = ApiKey.objects.get(pk=key.pk)
+    assert (stored.name, stored.rpm_limit, stored.tpm_limit, stored.concurrency_limit) == (
+        "renamed",
+        10,
+        20,
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rpm_limit", -1), ("tpm_limit", 2**31), ("concurrency_limit", "many")],
+)
+def test_rate_limits_are_validated(actors: Actors, field: str, value: object) -> None:
+    body = {"name": "n", field: value}
+    result = actors.client("user").post("/api/token/", body, format="json").json()
+    assert result["success"] is False
+    assert result["message"].startswith(f"{field}: ")
