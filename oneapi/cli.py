@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def children(
-    port: int, host: str, with_worker: bool, proxy_headers: bool = False
-) -> list[Child]:
+def children(port: int, host: str, with_worker: bool, proxy_headers: bool = False) -> list[Child]:
     python = sys.executable
     web = [python, "-m", "daphne", "-b", host, "-p", str(port)]
     if proxy_headers:
