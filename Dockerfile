@@ -12,7 +12,9 @@ COPY accounts ./accounts
 COPY channels_mgmt ./channels_mgmt
 COPY relay ./relay
 COPY billing ./billing
+COPY dashboard ./dashboard
 COPY templates ./templates
+COPY locale ./locale
 COPY manage.py ./
 # Editable, so templates/ and manage.py are found next to the code.
 RUN pip install --no-cache-dir -e .

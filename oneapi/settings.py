@@ -219,6 +219,7 @@ INSTALLED_APPS = [
     "channels_mgmt",
     "billing",
     "relay",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -275,6 +276,7 @@ try:
 except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"TZ is not a known time zone: {TIME_ZONE!r}") from None
 USE_I18N = True
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"

@@ -13,6 +13,8 @@ urlpatterns = [
     path("", include("accounts.auth_urls")),
     path("", include("billing.api_urls")),
     path("", include("channels_mgmt.api_urls")),
+    # The web console's pages (none under /api, none a relay path).
+    path("", include("dashboard.urls")),
     # Anything else under /api answers One API's 404 body; keep this last.
     re_path(r"^api(?:/(?P<rest>.*))?$", api_views.api_not_found),
 ]

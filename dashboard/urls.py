@@ -1,0 +1,60 @@
+"""The console's pages, at One API's front-end paths. None of them is a relay path
+(`relay.routes.is_relay_path`): the relay would answer those before Django sees them."""
+
+from __future__ import annotations
+
+from django.urls import include, path, re_path
+
+from dashboard.views import (
+    assets,
+    auth,
+    catalog,
+    logs,
+    oauth,
+    overview,
+    profile,
+    public,
+    tokens,
+    topup,
+)
+
+app_name = "dashboard"
+
+urlpatterns = [
+    # Public
+    path("", public.home, name="home"),
+    path("about", public.about, name="about"),
+    path("login", auth.login, name="login"),
+    path("logout", auth.logout_view, name="logout"),
+    path("register", auth.register, name="register"),
+    path("register/code", auth.register_code, name="register-code"),
+    path("reset", auth.reset_request, name="reset"),
+    path("user/reset", auth.reset_confirm, name="reset-confirm"),  # the link in reset mails
+    path("login/github", oauth.github_start, name="github-start"),
+    path("oauth/github", oauth.github_callback, name="github-callback"),
+    path("login/lark", oauth.lark_start, name="lark-start"),
+    path("oauth/lark", oauth.lark_callback, name="lark-callback"),
+    path("login/wechat", oauth.wechat_login, name="wechat-login"),
+    # Signed-in users
+    path("dashboard", overview.overview, name="overview"),
+    path("token", tokens.token_list, name="tokens"),
+    path("token/add", tokens.token_add, name="token-add"),
+    path("token/edit/<int:token_id>", tokens.token_edit, name="token-edit"),
+    path("token/<int:token_id>/status", tokens.token_status, name="token-status"),
+    path("token/<int:token_id>/delete", tokens.token_delete, name="token-delete"),
+    path("log", logs.logs, name="logs"),
+    path("topup", topup.topup, name="topup"),
+    path("model", catalog.models, name="models"),
+    path("setting", profile.settings_page, name="settings"),
+    path("setting/profile", profile.profile, name="settings-profile"),
+    path("setting/access-token", profile.access_token, name="settings-access-token"),
+    path("setting/invitation", profile.invitation, name="settings-invitation"),
+    path("setting/email/code", profile.email_code, name="settings-email-code"),
+    path("setting/email", profile.email_bind, name="settings-email"),
+    path("setting/wechat", profile.wechat_bind, name="settings-wechat"),
+    path("setting/delete", profile.delete_account, name="settings-delete"),
+    # Admin pages go here (channel, user, redemption, setting/...): see dashboard.navigation.
+    # Language switch (Django's set_language view) and static files.
+    path("i18n/", include("django.conf.urls.i18n")),
+    re_path(r"^static/(?P<path>.+)$", assets.static, name="static"),
+]
