@@ -21,7 +21,7 @@ import httpx
 import orjson
 
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
-from relay.adaptors.gemini import client_payload, encode_embedding
+from relay.adaptors.common import client_payload, encode_embedding
 from relay.adaptors.openai import base_url
 from relay.errors import UPSTREAM_ERROR, RelayError
 from relay.failures import UpstreamFailure, failure_from_exception, failure_from_response

@@ -27,7 +27,7 @@ import orjson
 from django.conf import settings
 
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
-from relay.adaptors.gemini import encode_embedding
+from relay.adaptors.common import openai_embedding_list
 from relay.adaptors.openai import base_url
 from relay.adaptors.token_cache import TokenCache
 from relay.errors import RelayError
@@ -509,29 +509,7 @@ def convert_response(data: dict[str, Any], model: str, legacy_functions: bool) -
 def convert_embedding_response(
     data: dict[str, Any], model: str, encoding_format: Any = None
 ) -> dict[str, Any]:
-    items = []
-    for position, item in enumerate(data.get("data") or ()):
-        if not isinstance(item, dict):
-            continue
-        vector = item.get("embedding") if isinstance(item.get("embedding"), list) else []
-        index = item.get("index")
-        items.append(
-            {
-                "object": "embedding",
-                "index": index if isinstance(index, int) else position,
-                "embedding": encode_embedding(vector, encoding_format),
-            }
-        )
-    result: dict[str, Any] = {"object": "list", "data": items, "model": model}
-    usage = data.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        prompt = usage["prompt_tokens"]
-        total = usage.get("total_tokens")
-        result["usage"] = {
-            "prompt_tokens": prompt,
-            "total_tokens": total if isinstance(total, int) else prompt,
-        }
-    return result
+    return openai_embedding_list(data, model, encoding_format)
 
 
 # ---------------------------------------------------------------------- stream

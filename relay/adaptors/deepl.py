@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
+from relay.adaptors.common import client_payload
 from relay.adaptors.coze import (
     chat_completion,
     chat_messages,
@@ -34,7 +35,6 @@ from relay.adaptors.coze import (
     refuse_unsupported,
     unsupported,
 )
-from relay.adaptors.gemini import client_payload
 from relay.errors import RelayError
 from relay.modes import RelayMode
 from relay.streaming import completion_frames

@@ -8,11 +8,9 @@ GenerateContentResponse. Embeddings go to `:batchEmbedContents`, one request per
 
 from __future__ import annotations
 
-import base64
 import mimetypes
 import re
 import secrets
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ import orjson
 from django.conf import settings
 
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
+from relay.adaptors.common import client_payload, encode_embedding
 from relay.adaptors.openai import base_url
 from relay.errors import UPSTREAM_ERROR, RelayError
 from relay.modes import RelayMode
@@ -450,13 +449,6 @@ def convert_embedding_request(payload: dict[str, Any], model: str) -> dict[str, 
     return {"requests": requests}
 
 
-def encode_embedding(values: list[float], encoding_format: Any) -> list[float] | str:
-    """OpenAI's `base64` encoding (little-endian float32), which its SDKs ask for by default."""
-    if encoding_format != "base64":
-        return values
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
-
-
 def convert_embedding_response(
     data: dict[str, Any], model: str, encoding_format: Any = None
 ) -> dict[str, Any]:
@@ -482,15 +474,6 @@ def convert_embedding_response(
 
 
 # ---------------------------------------------------------------------- URL and headers
-
-
-def client_payload(attempt: Attempt) -> dict[str, Any]:
-    """The client's own request body, for the few fields the answer depends on."""
-    try:
-        payload = orjson.loads(attempt.request.body or b"{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
 
 
 def needs_beta(request: dict[str, Any], model: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
-from relay.adaptors.gemini import client_payload, encode_embedding
+from relay.adaptors.common import client_payload, encode_embedding
 from relay.adaptors.openai import base_url
 from relay.errors import UPSTREAM_ERROR, RelayError
 from relay.failures import UpstreamFailure

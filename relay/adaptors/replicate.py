@@ -33,6 +33,7 @@ import orjson
 
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
 from relay.adaptors.cloudflare import clamp, send_reading_errors
+from relay.adaptors.common import client_payload
 from relay.adaptors.coze import (
     chat_completion,
     chat_messages,
@@ -43,7 +44,6 @@ from relay.adaptors.coze import (
     unsupported,
 )
 from relay.adaptors.deepl import JsonAnswerStream
-from relay.adaptors.gemini import client_payload
 from relay.adaptors.openai import base_url
 from relay.errors import UPSTREAM_ERROR, RelayError
 from relay.failures import UpstreamFailure, failure_from_exception
