@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import struct
-import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake Alibaba DashScope upstream: a real HTTP server speaking DashScope's native API.
 #
@@ -29,9 +28,6 @@ from aiohttp import web
 # top_p (0, 1]), SSE only with `X-DashScope-SSE: enable`, images only with
 # `X-DashScope-Async: enable`. Errors are `{"code", "message", "request_id"}`, framed as an
 # `event:error` SSE answer when the request asked for SSE, as DashScope does.
-#
-# `AioServer` (the event loop in a daemon thread, start/stop) is shared with the Tencent and
-# Xunfei fakes.
 
 __all__ = [
     "CHAT_MODELS",
@@ -39,7 +35,6 @@ __all__ = [
     "IMAGE_MODELS",
     "SCENARIOS",
     "VL_MODELS",
-    "AioServer",
     "FakeAli",
     "RecordedRequest",
     "ali_vector",
@@ -208,97 +203,15 @@ def _check_messages(messages: Any, multimodal: bool) -> None:
         raise invalid("The last message must be from the user or a tool")
 
 
-# ---------------------------------------------------------------------- shared server
-
-
-class AioServer:
-    """An aiohttp application on 127.0.0.1, run by its own event loop in a daemon thread."""
-
-    name = "fake"
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    def start(self) -> Self:
-        if self._loop is not None:
-            raise RuntimeError(f"{type(self).__name__} is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        except BaseException:
-            self._stop_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._stop_loop()
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        self.routes(app)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
-
 # ---------------------------------------------------------------------- the fake
 
 
-class FakeAli(AioServer):
+class FakeAli(FakeServer[RecordedRequest]):
     """A local DashScope with switchable scenarios; public attributes may be changed from
     the test thread at any time."""
 
-    name = "fake-ali"
+    scenarios = SCENARIOS
+    thread_name = "fake-ali"
 
     def __init__(
         self,
@@ -319,49 +232,14 @@ class FakeAli(AioServer):
         self.embedding_dimensions = 8
         # Polls a task answers PENDING/RUNNING before it is done.
         self.task_polls = 2
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
         self._tasks: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ public API
 
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeAli has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
     def reset(self) -> None:
+        super().reset()
         with self._lock:
-            self._requests.clear()
-            self._pending.clear()
             self._tasks.clear()
-            self._scenario = "ok"
         self.task_polls = 2
 
     def image_url(self, name: str) -> str:
@@ -369,12 +247,8 @@ class FakeAli(AioServer):
 
     # ------------------------------------------------------------------ routing
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        recorded = self._record(request, body)
+        recorded = await self._receive(request)
         sse = recorded.headers.get("x-dashscope-sse") == "enable"
         if request.method == "GET" and request.path.startswith("/images/"):
             return web.Response(body=PNG_1X1, content_type="image/png")
@@ -398,19 +272,9 @@ class FakeAli(AioServer):
             return self._error(error, sse)
 
     def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        parsed = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(request.method, request.path, headers, body, parsed)
-        with self._lock:
-            self._requests.append(recorded)
-        return recorded
-
-    def _next_scenario(self) -> str:
-        with self._lock:
-            return self._pending.pop(0) if self._pending else self._scenario
+        return RecordedRequest(
+            request.method, request.path, lower_headers(request), body, json_object(body)
+        )
 
     def _check_key(self, recorded: RecordedRequest) -> None:
         if recorded.headers.get("authorization") != f"Bearer {self.api_key}":

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
 import string
-import threading
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake Anthropic upstream: a real HTTP server speaking the Messages API wire format.
 #
@@ -191,11 +190,14 @@ def validate(payload: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- server
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer[RecordedRequest]):
     """A local Anthropic Messages API with switchable scenarios.
 
     Public attributes may be changed from the test thread at any time; the server reads
     them when the next request arrives."""
+
+    scenarios = SCENARIOS
+    thread_name = "fake-anthropic"
 
     def __init__(
         self,
@@ -206,137 +208,23 @@ class FakeAnthropic:
         *,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.api_key = api_key
         self.reply = reply
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         self.cache_creation_input_tokens = 0
         self.cache_read_input_tokens = 0
-        self.host = host
         self.thinking = "The user greets me; I should greet back."
         self.tool_preamble = "Let me check that."
         self.tool_input: dict[str, Any] = {"location": "Paris", "unit": "celsius"}
         self.retry_after = 2
 
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # ------------------------------------------------------------------ public API
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeAnthropic is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeAnthropic has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        """Answer the next n requests with `scenario`, then fall back to `self.scenario`."""
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
-
-    def start(self) -> Self:
-        if self._loop is not None:
-            raise RuntimeError("FakeAnthropic is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-anthropic", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        except BaseException:
-            self._stop_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._stop_loop()
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
     # ------------------------------------------------------------------ request entry
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        recorded = self._record(request, body)
-        scenario = self._next_scenario()
+    async def route(
+        self, request: web.Request, recorded: RecordedRequest, scenario: str
+    ) -> web.StreamResponse:
         if (request.method, request.path.rstrip("/")) != ("POST", "/v1/messages"):
             return self._error(404, "not_found_error", "Not Found")
         denied = self._check_headers(recorded)
@@ -355,19 +243,9 @@ class FakeAnthropic:
         return self._json(self._message(recorded.json, scenario))
 
     def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        parsed: dict[str, Any] | None = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(request.method, request.path, headers, body, parsed)
-        with self._lock:
-            self._requests.append(recorded)
-        return recorded
-
-    def _next_scenario(self) -> str:
-        with self._lock:
-            return self._pending.pop(0) if self._pending else self._scenario
+        return RecordedRequest(
+            request.method, request.path, lower_headers(request), body, json_object(body)
+        )
 
     def _check_headers(self, recorded: RecordedRequest) -> web.Response | None:
         key = recorded.headers.get("x-api-key")

@@ -1,17 +1,14 @@
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import email.parser
 import email.policy
 import json
 import re
 import secrets
 import struct
-import threading
 import time
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +19,7 @@ from tests.fakes.openai_upstream import (
     embedding_vector,
     split_text,
 )
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake Azure OpenAI resource: a real HTTP server speaking Azure's data-plane API.
 #
@@ -137,8 +135,12 @@ def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str
     return form, files
 
 
-class FakeAzure:
+class FakeAzure(FakeServer[RecordedRequest]):
     """A local Azure OpenAI resource; public attributes may change between requests."""
+
+    scenarios = SCENARIOS
+    thread_name = "fake-azure"
+    client_max_size = 64 * 1024 * 1024  # audio uploads
 
     def __init__(
         self,
@@ -150,6 +152,7 @@ class FakeAzure:
         *,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.api_key = api_key
         self.deployments = dict(deployments)  # deployment name -> model deployed
         self.reply = reply
@@ -159,87 +162,12 @@ class FakeAzure:
         self.speech_audio = DEFAULT_SPEECH_AUDIO
         self.embedding_dimensions = 8
         self.retry_after = 3
-        self.scenario = "ok"
-        self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeAzure is not started")
-        return f"http://{self.host}:{self._port}"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeAzure has not received any request")
-            return self._requests[-1]
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-        self.scenario = "ok"
-
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-azure", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # ------------------------------------------------------------------ checks
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        recorded = self._record(request, body)
+    async def route(
+        self, request: web.Request, recorded: RecordedRequest, scenario: str
+    ) -> web.StreamResponse:
         if request.headers.get("api-key") != self.api_key:
             return azure_error(401, "401", MSG_ACCESS_DENIED)
         match = PATH.match(request.path)
@@ -273,15 +201,15 @@ class FakeAzure:
                 },
                 status=400,
             )
-        failure = self._scenario_failure(task, version)
+        failure = self._scenario_failure(task, version, scenario)
         if failure is not None:
             return failure
         if task in ("chat/completions", "completions"):
             if recorded.json is None:
                 return azure_error(400, "BadRequest", "Invalid JSON body")
             if payload.get("stream"):
-                return await self._stream(request, task, model, payload)
-            return web.json_response(self._completion(task, model))
+                return await self._stream(request, task, model, payload, scenario)
+            return web.json_response(self._completion(task, model, scenario))
         if task == "embeddings":
             return self._embeddings(model, payload)
         if task.startswith("images/"):
@@ -292,33 +220,27 @@ class FakeAzure:
         return self._transcription(recorded)
 
     def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
-        headers = {name.lower(): value for name, value in request.headers.items()}
         content_type = request.headers.get("Content-Type", "")
         parsed: dict[str, Any] | None = None
         form: dict[str, Any] | None = None
         files: dict[str, tuple[str, bytes]] = {}
         if content_type.startswith("multipart/form-data"):
             form, files = parse_form(content_type, body)
-        elif body:
-            with contextlib.suppress(ValueError):
-                loaded = json.loads(body)
-                parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(
+        else:
+            parsed = json_object(body)
+        return RecordedRequest(
             method=request.method,
             path=request.path,
             query=dict(request.query),
-            headers=headers,
+            headers=lower_headers(request),
             body=body,
             json=parsed,
             form=form,
             files=files,
         )
-        with self._lock:
-            self._requests.append(recorded)
-        return recorded
 
-    def _scenario_failure(self, task: str, version: str) -> web.Response | None:
-        if self.scenario == "prompt_filtered":
+    def _scenario_failure(self, task: str, version: str, scenario: str) -> web.Response | None:
+        if scenario == "prompt_filtered":
             return azure_error(
                 400,
                 "content_filter",
@@ -330,7 +252,7 @@ class FakeAzure:
                     "content_filter_result": FILTERED_RESULTS,
                 },
             )
-        if self.scenario == "error_429":
+        if scenario == "error_429":
             operation = "ChatCompletions_Create" if task == "chat/completions" else task
             response = azure_error(
                 429,
@@ -341,7 +263,7 @@ class FakeAzure:
             )
             response.headers["Retry-After"] = str(self.retry_after)
             return response
-        if self.scenario == "error_500":
+        if scenario == "error_500":
             return azure_error(500, "InternalServerError", "The server had an error.")
         return None
 
@@ -357,8 +279,8 @@ class FakeAzure:
     def _prompt_filter_results(self) -> list[dict[str, Any]]:
         return [{"prompt_index": 0, "content_filter_results": FILTER_RESULTS}]
 
-    def _completion(self, task: str, model: str) -> dict[str, Any]:
-        filtered = self.scenario == "output_filtered"
+    def _completion(self, task: str, model: str, scenario: str) -> dict[str, Any]:
+        filtered = scenario == "output_filtered"
         finish = "content_filter" if filtered else "stop"
         results = FILTERED_RESULTS if filtered else FILTER_RESULTS
         content = None if filtered else self.reply
@@ -382,7 +304,12 @@ class FakeAzure:
         }
 
     async def _stream(
-        self, request: web.Request, task: str, model: str, payload: dict[str, Any]
+        self,
+        request: web.Request,
+        task: str,
+        model: str,
+        payload: dict[str, Any],
+        scenario: str,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}
@@ -417,7 +344,7 @@ class FakeAzure:
                 "prompt_filter_results": self._prompt_filter_results(),
             }
         )
-        filtered = self.scenario == "output_filtered"
+        filtered = scenario == "output_filtered"
         pieces = [] if filtered else split_text(self.reply)
         if chat:
             head = {"index": 0, "delta": {"role": "assistant", "content": ""}}

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake Baidu ERNIE upstream (aip.baidubce.com): the OAuth token endpoint and the v1
 # wenxinworkshop chat and embeddings endpoints, as a real HTTP server.
@@ -164,7 +164,10 @@ def validate_embeddings(payload: dict[str, Any]) -> None:
         raise invalid("input must be a list of non-empty strings")
 
 
-class FakeBaidu:
+class FakeBaidu(FakeServer[RecordedRequest]):
+    scenarios = SCENARIOS
+    thread_name = "fake-baidu"
+
     def __init__(
         self,
         client_id: str = "baidu-ak",
@@ -175,50 +178,24 @@ class FakeBaidu:
         *,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.client_id = client_id
         self.client_secret = client_secret
         self.reply = reply
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
-        self.host = host
         self.token_ttl = 2_592_000  # seconds, Baidu's 30 days
         self.token_delay = 0.0  # seconds the token endpoint takes
         self.function_arguments = '{"location":"北京"}'
 
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
         self._tokens: dict[str, float] = {}  # issued token -> expiry (time.time())
         self._token_requests = 0
-        self._scenario = "ok"
-        self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
     # ------------------------------------------------------------------ public API
 
     @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeBaidu is not started")
-        return f"http://{self.host}:{self._port}"
-
-    @property
     def key(self) -> str:
         return f"{self.client_id}|{self.client_secret}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
 
     @property
     def token_requests(self) -> int:
@@ -242,11 +219,6 @@ class FakeBaidu:
                 self._tokens[token] = 0.0
 
     @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
     def model_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.startswith(API_PREFIX)]
 
@@ -257,79 +229,22 @@ class FakeBaidu:
             raise LookupError("FakeBaidu has not received any model request")
         return requests[-1]
 
-    def fail_times(self, n: int, scenario: str) -> None:
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
     def reset(self) -> None:
+        super().reset()
         with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
             self._token_requests = 0
-
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-baidu", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # ------------------------------------------------------------------ requests
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        parsed: dict[str, Any] | None = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(
-            request.method,
-            request.path,
-            dict(request.query),
-            {name.lower(): value for name, value in request.headers.items()},
-            body,
-            parsed,
+    def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
+        query, headers = dict(request.query), lower_headers(request)
+        return RecordedRequest(
+            request.method, request.path, query, headers, body, json_object(body)
         )
-        with self._lock:
-            self._requests.append(recorded)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # Only model calls take a scenario: token requests leave queued failures alone.
+        parsed = (await self._receive(request)).json
         if request.path == "/oauth/2.0/token":
             return await self._token(request)
         if request.method != "POST" or not request.path.startswith(API_PREFIX):
@@ -353,10 +268,6 @@ class FakeBaidu:
             raise BaiduError(3, "Unsupported openapi method")
         except BaiduError as error:
             return self._json({"error_code": error.code, "error_msg": str(error), "id": self._id()})
-
-    def _next_scenario(self) -> str:
-        with self._lock:
-            return self._pending.pop(0) if self._pending else self._scenario
 
     async def _token(self, request: web.Request) -> web.Response:
         with self._lock:

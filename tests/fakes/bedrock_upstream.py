@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime
 import hmac
 import json
@@ -10,11 +9,10 @@ import re
 import secrets
 import string
 import struct
-import threading
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -24,6 +22,7 @@ from botocore.credentials import Credentials
 
 from tests.fakes.anthropic_upstream import InvalidRequest
 from tests.fakes.anthropic_upstream import validate as validate_anthropic
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake AWS Bedrock runtime: a real HTTP server speaking InvokeModel and
 # InvokeModelWithResponseStream for Claude (Anthropic's Messages body) and Llama 3.
@@ -324,11 +323,14 @@ def _rand_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer[RecordedRequest]):
     """A local Bedrock runtime with switchable scenarios.
 
     Public attributes may be changed from the test thread at any time; the server reads
     them when the next request arrives."""
+
+    scenarios = SCENARIOS
+    thread_name = "fake-bedrock"
 
     def __init__(
         self,
@@ -341,12 +343,12 @@ class FakeBedrock:
         *,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.secret_keys = {access_key: secret_key}
         self.region = region
         self.reply = reply
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
-        self.host = host
         self.tool_preamble = "Let me check."
         self.tool_input: dict[str, Any] = {"location": "Paris"}
         # How stream bytes go out: one write per frame, frames cut in small pieces, or
@@ -354,136 +356,24 @@ class FakeBedrock:
         self.write_mode = "frame"
         self.split_size = 7
 
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # ------------------------------------------------------------------ public API
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeBedrock is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeBedrock has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        """Answer the next n requests with `scenario`, then fall back to `self.scenario`."""
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
     def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
+        super().reset()
         self.write_mode = "frame"
-
-    def start(self) -> Self:
-        if self._loop is not None:
-            raise RuntimeError("FakeBedrock is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-bedrock", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        except BaseException:
-            self._stop_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._stop_loop()
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
 
     # ------------------------------------------------------------------ request entry
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+    def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
         raw_path = request.raw_path.split("?", 1)[0]
         match = _PATH.match(raw_path)
         model_id = unquote(match["model"]) if match else None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        parsed: dict[str, Any] | None = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(request.method, raw_path, headers, body, parsed, model_id)
-        with self._lock:
-            self._requests.append(recorded)
-            scenario = self._pending.pop(0) if self._pending else self._scenario
+        headers = lower_headers(request)
+        return RecordedRequest(request.method, raw_path, headers, body, json_object(body), model_id)
+
+    async def route(
+        self, request: web.Request, recorded: RecordedRequest, scenario: str
+    ) -> web.StreamResponse:
+        match = _PATH.match(recorded.path)
+        model_id, parsed = recorded.model_id, recorded.json
         try:
             if request.method != "POST" or match is None:
                 raise Rejected(404, "UnknownOperationException", "Not Found")

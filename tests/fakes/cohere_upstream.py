@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.gemini_upstream import gemini_vector
-from tests.fakes.vertex_upstream import AiohttpFake, RecordedRequest, split_text
+from tests.fakes.server import FakeServer, RecordedRequest, json_response
+from tests.fakes.vertex_upstream import split_text
 
 # A fake Cohere API (v1 Chat and Embed), over real HTTP.
 #
@@ -160,7 +161,7 @@ def validate_chat(payload: dict[str, Any]) -> None:
             raise Invalid("invalid request: connectors need an id")
 
 
-class FakeCohere(AiohttpFake):
+class FakeCohere(FakeServer[RecordedRequest]):
     scenarios = SCENARIOS
     thread_name = "fake-cohere"
 
@@ -186,9 +187,9 @@ class FakeCohere(AiohttpFake):
 
     @staticmethod
     def _error(message: str, status: int) -> web.Response:
-        return AiohttpFake.json_response({"message": message}, status)
+        return json_response({"message": message}, status)
 
-    async def handle(
+    async def route(
         self, request: web.Request, recorded: RecordedRequest, scenario: str
     ) -> web.StreamResponse:
         if recorded.method != "POST" or recorded.path not in ("/v1/chat", "/v1/embed"):
@@ -224,7 +225,7 @@ class FakeCohere(AiohttpFake):
         response = self._response(payload, scenario)
         if payload.get("stream") is True:
             return await self._stream(request, payload, response, scenario)
-        return self.json_response(response)
+        return json_response(response)
 
     # ------------------------------------------------------------------ chat
 
@@ -365,7 +366,7 @@ class FakeCohere(AiohttpFake):
     def _embed(self, payload: dict[str, Any]) -> web.Response:
         texts = payload["texts"]
         tokens = sum(len(text.split()) for text in texts)
-        return self.json_response(
+        return json_response(
             {
                 "id": str(uuid.uuid4()),
                 "texts": texts,

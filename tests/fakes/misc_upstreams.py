@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import secrets
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # Fake upstreams of five small families, each a real HTTP server speaking its wire format:
 #
@@ -64,144 +64,23 @@ def _split(text: str, pieces: int = 3) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class _FakeServer:
-    """The lifecycle, recording and scenario switching every fake here shares."""
-
-    name = "fake"
-    scenarios: frozenset[str] = frozenset({"ok"})
+class _FakeServer(FakeServer[RecordedRequest]):
+    """What the fakes here share beyond FakeServer: a key, the arrival time in records and
+    their answers' helpers."""
 
     def __init__(self, api_key: str | None, *, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self.api_key = api_key
-        self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in self.scenarios:
-            raise ValueError(
-                f"unknown scenario {value!r}; expected one of {sorted(self.scenarios)}"
-            )
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError(f"{type(self).__name__} has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        if scenario not in self.scenarios:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
-
-    def start(self) -> Self:
-        if self._loop is not None:
-            raise RuntimeError(f"{type(self).__name__} is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        except BaseException:
-            self._stop_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._stop_loop()
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        parsed: Json | None = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(
-            request.method, request.path, headers, body, parsed, time.monotonic()
+    def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
+        return RecordedRequest(
+            request.method,
+            request.path,
+            lower_headers(request),
+            body,
+            json_object(body),
+            time.monotonic(),
         )
-        with self._lock:
-            self._requests.append(recorded)
-            scenario = self._pending.pop(0) if self._pending else self._scenario
-        return await self.route(request, recorded, scenario)
-
-    async def route(
-        self, request: web.Request, recorded: RecordedRequest, scenario: str
-    ) -> web.StreamResponse:
-        raise NotImplementedError
 
     @staticmethod
     def json_response(data: Any, status: int = 200, **headers: str) -> web.Response:
@@ -236,7 +115,7 @@ class _FakeServer:
 class FakeCoze(_FakeServer):
     """coze.com `POST /open_api/v2/chat`: failures come as `{code, msg}` in a 200."""
 
-    name = "fake-coze"
+    thread_name = "fake-coze"
     scenarios = frozenset({"ok", "error_code", "error_mid_stream", "error_500"})
 
     def __init__(
@@ -372,7 +251,7 @@ def embedding_of(text: str, dimensions: int) -> list[float]:
 class FakeCloudflare(_FakeServer):
     """Workers AI `POST /client/v4/accounts/{account}/ai/run/{model}`."""
 
-    name = "fake-cloudflare"
+    thread_name = "fake-cloudflare"
     scenarios = frozenset({"ok", "tool_call", "error_429", "error_500", "success_false"})
 
     def __init__(
@@ -540,7 +419,7 @@ DEEPL_TARGETS = frozenset(
 class FakeDeepL(_FakeServer):
     """DeepL `POST /v2/translate` (JSON or form body), `DeepL-Auth-Key` header."""
 
-    name = "fake-deepl"
+    thread_name = "fake-deepl"
     scenarios = frozenset({"ok", "quota", "error_500"})
 
     def __init__(self, api_key: str | None = "deepl-key:fx", **kw: Any) -> None:
@@ -617,7 +496,7 @@ REPLICATE_VERSIONS = {
 class FakeReplicate(_FakeServer):
     """Replicate predictions: create (201, `Prefer: wait`), poll, cancel, and the files."""
 
-    name = "fake-replicate"
+    thread_name = "fake-replicate"
     scenarios = frozenset({"ok", "failed", "never", "error_422"})
 
     def __init__(
@@ -781,7 +660,7 @@ class FakeReplicate(_FakeServer):
 class FakeAIProxyLibrary(_FakeServer):
     """AIProxy `POST /api/library/ask`: failures come as `{success: false, errCode}`."""
 
-    name = "fake-aiproxy-library"
+    thread_name = "fake-aiproxy-library"
     scenarios = frozenset({"ok", "error_code"})
 
     def __init__(

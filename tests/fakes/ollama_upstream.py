@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.gemini_upstream import gemini_vector
-from tests.fakes.vertex_upstream import AiohttpFake, RecordedRequest, split_text
+from tests.fakes.server import FakeServer, RecordedRequest, json_response
+from tests.fakes.vertex_upstream import split_text
 
 # A fake Ollama server (native API), over real HTTP.
 #
@@ -92,7 +93,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-class FakeOllama(AiohttpFake):
+class FakeOllama(FakeServer[RecordedRequest]):
     scenarios = SCENARIOS
     thread_name = "fake-ollama"
 
@@ -113,9 +114,9 @@ class FakeOllama(AiohttpFake):
 
     @staticmethod
     def _error(message: str, status: int) -> web.Response:
-        return AiohttpFake.json_response({"error": message}, status)
+        return json_response({"error": message}, status)
 
-    async def handle(
+    async def route(
         self, request: web.Request, recorded: RecordedRequest, scenario: str
     ) -> web.StreamResponse:
         if recorded.method != "POST" or recorded.path not in ("/api/chat", "/api/embed"):
@@ -136,7 +137,7 @@ class FakeOllama(AiohttpFake):
         except Invalid as error:
             return self._error(str(error), error.status)
         if payload.get("stream", True) is False:
-            return self.json_response(self._final(payload, scenario), 200, "application/json")
+            return json_response(self._final(payload, scenario), 200, "application/json")
         return await self._stream(request, payload, scenario)
 
     # ------------------------------------------------------------------ chat
@@ -220,7 +221,7 @@ class FakeOllama(AiohttpFake):
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return self._error("invalid input type", 400)
         size = payload.get("dimensions") or self.embedding_dimensions
-        return self.json_response(
+        return json_response(
             {
                 "model": payload["model"],
                 "embeddings": [gemini_vector(text, size) for text in texts],

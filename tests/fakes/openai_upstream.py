@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import email.parser
@@ -11,14 +10,15 @@ import re
 import secrets
 import string
 import struct
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, ServerStopping
 
 # A fake OpenAI upstream: a real HTTP server speaking OpenAI's wire protocol.
 #
@@ -172,10 +172,6 @@ class RecordedRequest:
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
-class _ServerStopping(Exception):
-    """Raised inside a sleeping handler when stop() is called, so shutdown never waits."""
-
-
 def split_text(text: str) -> list[str]:
     """Split text into word-sized pieces that concatenate back to it exactly.
 
@@ -283,12 +279,19 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer[RecordedRequest]):
     """A local OpenAI-compatible upstream with switchable failure scenarios.
 
     Every public attribute may be changed from the test thread at any time; the
     server reads it when the next request arrives.
     """
+
+    scenarios = SCENARIOS
+    thread_name = "fake-openai"
+    # Audio and image uploads exceed aiohttp's 1 MiB default; OpenAI accepts 25 MB.
+    client_max_size = 64 * 1024 * 1024
+    # When a client gives up (timeout tests), its handler is cancelled instead of sleeping on.
+    handler_cancellation = True
 
     def __init__(
         self,
@@ -299,11 +302,11 @@ class FakeOpenAI:
         *,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.api_key = api_key
         self.reply = reply
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
-        self.host = host
 
         # Content knobs.
         self.reasoning = "Let me think about this step by step."
@@ -331,17 +334,6 @@ class FakeOpenAI:
         self.access_until = 0
         self.total_usage = 0.0  # in cents of a dollar, as OpenAI reported it
 
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
-
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._stopping: asyncio.Event | None = None
-        self._port: int | None = None
-
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/chat/completions"): self._chat_completions,
             ("POST", "/completions"): self._completions,
@@ -359,145 +351,17 @@ class FakeOpenAI:
             ("GET", "/dashboard/billing/usage"): self._billing_usage,
         }
 
-    # ------------------------------------------------------------------ public API
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeOpenAI is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        # Fail loudly on typos: a misspelt scenario would silently behave as "ok".
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot copy: safe to iterate while the server keeps appending."""
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeOpenAI has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        """Answer the next n requests with `scenario`, then fall back to `self.scenario`.
-
-        Calls queue up: fail_times(2, "error_500"); fail_times(1, "reset") gives two
-        500s, then one reset.
-        """
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        """Forget recorded requests and queued failures; scenario back to "ok"."""
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
-
-    def start(self) -> Self:
-        if self._loop is not None:
-            raise RuntimeError("FakeOpenAI is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        except BaseException:
-            self._stop_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._stop_loop()
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def _startup(self) -> None:
-        self._stopping = asyncio.Event()
-        # Audio and image uploads exceed aiohttp's 1 MiB default; OpenAI accepts 25 MB.
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: when a client gives up (timeout tests), its handler is
-        # cancelled instead of sleeping on. A short shutdown_timeout keeps stop() fast.
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once (raising _ServerStopping) when stop() is called."""
-        assert self._stopping is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        if self._stopping.is_set():
-            raise _ServerStopping
-
     # ------------------------------------------------------------------ request entry
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith(_IMAGE_FILES_PREFIX):
             # Image downloads are not API calls: no auth, no recording, no scenarios.
             return web.Response(body=self.image_bytes, content_type="image/png")
-        body = await request.read()
-        recorded = self._record(request, body)
+        recorded = await self._receive(request)
         scenario = self._next_scenario()
         try:
             return await self._dispatch(request, recorded, scenario)
-        except _ServerStopping:
+        except ServerStopping:
             _abort(request)
             return web.Response(status=503)
 
@@ -521,7 +385,7 @@ class FakeOpenAI:
                 loaded = json.loads(body)
                 if isinstance(loaded, dict):
                     parsed_json = loaded
-        recorded = RecordedRequest(
+        return RecordedRequest(
             method=request.method,
             path=request.path,
             query=dict(request.query),
@@ -531,15 +395,6 @@ class FakeOpenAI:
             form=form,
             files=files,
         )
-        with self._lock:
-            self._requests.append(recorded)
-        return recorded
-
-    def _next_scenario(self) -> str:
-        with self._lock:
-            if self._pending:
-                return self._pending.pop(0)
-            return self._scenario
 
     async def _dispatch(
         self, request: web.Request, recorded: RecordedRequest, scenario: str

@@ -4,7 +4,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.vertex_upstream import AiohttpFake, RecordedRequest
+from tests.fakes.server import FakeServer, RecordedRequest, json_response
 
 # A fake PaLM 2 chat API (Generative Language `v1beta2`), over real HTTP.
 #
@@ -85,7 +85,7 @@ def validate(payload: dict[str, Any]) -> None:
         raise Invalid("* GenerateMessageRequest.topK: must be a non-negative integer")
 
 
-class FakePaLM(AiohttpFake):
+class FakePaLM(FakeServer[RecordedRequest]):
     scenarios = SCENARIOS
     thread_name = "fake-palm"
 
@@ -97,11 +97,11 @@ class FakePaLM(AiohttpFake):
         self.reply = reply
 
     def _error(self, code: int, status: str, message: str) -> web.Response:
-        return self.json_response(
+        return json_response(
             google_error(code, status, message), code, "application/json; charset=UTF-8"
         )
 
-    async def handle(
+    async def route(
         self, request: web.Request, recorded: RecordedRequest, scenario: str
     ) -> web.StreamResponse:
         prefix = "/v1beta2/models/"
@@ -144,4 +144,4 @@ class FakePaLM(AiohttpFake):
         else:
             count = recorded.json.get("candidateCount") or 1
             body["candidates"] = [{"author": "1", "content": self.reply}] * count
-        return self.json_response(body, 200, "application/json; charset=UTF-8")
+        return json_response(body, 200, "application/json; charset=UTF-8")

@@ -33,7 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.vertex_upstream import AiohttpFake, RecordedRequest, rand_id
+from tests.fakes.server import FakeServer, RecordedRequest, json_response
+from tests.fakes.vertex_upstream import rand_id
 
 __all__ = ["RERANK_STYLES", "SCENARIOS", "FakeResponses", "word_count"]
 
@@ -72,10 +73,10 @@ def document_text(document: Any) -> str:
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return AiohttpFake.json_response(body, status)
+    return json_response(body, status)
 
 
-class FakeResponses(AiohttpFake):
+class FakeResponses(FakeServer[RecordedRequest]):
     scenarios = SCENARIOS
     thread_name = "fake-responses"
 
@@ -99,15 +100,15 @@ class FakeResponses(AiohttpFake):
 
     # ------------------------------------------------------------------ dispatch
 
-    async def handle(
+    async def route(
         self, request: web.Request, recorded: RecordedRequest, scenario: str
     ) -> web.StreamResponse:
-        route = self._route(recorded)
-        if route is None:
+        endpoint = self._endpoint(recorded)
+        if endpoint is None:
             return _error(
                 404, f"Invalid URL ({recorded.method} {recorded.path})", "invalid_request_error"
             )
-        refused = self._refused(route, recorded)
+        refused = self._refused(endpoint, recorded)
         if refused is not None:
             return refused
         if not isinstance(recorded.json, dict):
@@ -122,14 +123,14 @@ class FakeResponses(AiohttpFake):
                 "server_error" if status >= 500 else "invalid_request_error",
             )
         try:
-            if route == "rerank":
-                return self.json_response(self._rerank(recorded.json, scenario))
+            if endpoint == "rerank":
+                return json_response(self._rerank(recorded.json, scenario))
             return await self._respond(request, recorded.json, scenario)
         except Invalid as error:
             return _error(400, str(error), "invalid_request_error")
 
     @staticmethod
-    def _route(recorded: RecordedRequest) -> str | None:
+    def _endpoint(recorded: RecordedRequest) -> str | None:
         if recorded.method != "POST":
             return None
         return {
@@ -139,9 +140,9 @@ class FakeResponses(AiohttpFake):
             "/v1/rerank": "rerank",
         }.get(recorded.path)
 
-    def _refused(self, route: str, recorded: RecordedRequest) -> web.Response | None:
+    def _refused(self, endpoint: str, recorded: RecordedRequest) -> web.Response | None:
         """Authentication and, for Azure, the api-version each path takes."""
-        if route.startswith("azure"):
+        if endpoint.startswith("azure"):
             if self.api_key is not None and recorded.headers.get("api-key") != self.api_key:
                 return _error(
                     401,
@@ -152,7 +153,7 @@ class FakeResponses(AiohttpFake):
             version = recorded.query.get("api-version", "")
             valid = (
                 version in AZURE_V1_LABELS
-                if route == "azure_v1"
+                if endpoint == "azure_v1"
                 else version.endswith("preview") and version >= AZURE_RESPONSES_SINCE
             )
             return (
@@ -236,7 +237,7 @@ class FakeResponses(AiohttpFake):
         usage = None if scenario == "no_usage" else self._usage()
         if payload.get("stream") is not True:
             output = [self._message("completed", self.reply)]
-            return self.json_response(self._response(payload, "completed", output, usage))
+            return json_response(self._response(payload, "completed", output, usage))
         return await self._stream(request, payload, usage, scenario)
 
     def _events(self, payload: dict[str, Any], usage: Any) -> list[dict[str, Any]]:

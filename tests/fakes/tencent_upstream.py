@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -13,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.ali_upstream import AioServer
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake Tencent Hunyuan upstream: a real HTTP server speaking TencentCloud API 3.0.
 #
@@ -234,8 +233,9 @@ def validate_chat(payload: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- the fake
 
 
-class FakeTencent(AioServer):
-    name = "fake-tencent"
+class FakeTencent(FakeServer[RecordedRequest]):
+    scenarios = SCENARIOS
+    thread_name = "fake-tencent"
 
     def __init__(
         self,
@@ -257,45 +257,8 @@ class FakeTencent(AioServer):
         self.embedding_dimensions = 8
         # How far the fake's clock may be from the signer's, as Tencent allows.
         self.max_clock_skew = 300
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
 
     # ------------------------------------------------------------------ public API
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeTencent has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
 
     @property
     def key(self) -> str:
@@ -304,12 +267,8 @@ class FakeTencent(AioServer):
 
     # ------------------------------------------------------------------ entry
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        recorded = self._record(request, body)
+        recorded = await self._receive(request)
         try:
             if request.method != "POST" or request.path != "/":
                 raise TencentError("InvalidAction", "Only POST / is served.")
@@ -335,19 +294,9 @@ class FakeTencent(AioServer):
             )
 
     def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        parsed = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
-        recorded = RecordedRequest(request.method, request.path, headers, body, parsed)
-        with self._lock:
-            self._requests.append(recorded)
-        return recorded
-
-    def _next_scenario(self) -> str:
-        with self._lock:
-            return self._pending.pop(0) if self._pending else self._scenario
+        return RecordedRequest(
+            request.method, request.path, lower_headers(request), body, json_object(body)
+        )
 
     def _check_signature(self, recorded: RecordedRequest) -> None:
         match = AUTHORIZATION.match(recorded.headers.get("authorization", ""))

@@ -2,16 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import json
 import secrets
 import string
-import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Self
-from urllib.parse import parse_qsl
+from typing import Any
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
@@ -21,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from tests.fakes.anthropic_upstream import InvalidRequest
 from tests.fakes.anthropic_upstream import validate as validate_messages
 from tests.fakes.gemini_upstream import InvalidArgument, gemini_vector, validate_generate
+from tests.fakes.server import FakeServer, RecordedRequest, json_response
 
 # A fake Google Vertex AI: the OAuth token endpoint of a service account and the Vertex
 # prediction endpoints of Gemini and Claude models, over real HTTP.
@@ -40,15 +37,14 @@ from tests.fakes.gemini_upstream import InvalidArgument, gemini_vector, validate
 #       :predict (text embeddings), Gemini's wire format (checked by the Gemini fake's rules);
 #   publishers/anthropic/models/{m}:rawPredict | :streamRawPredict, Anthropic's Messages body
 #       with `anthropic_version: "vertex-2023-10-16"` and without `model`.
-# This module also holds `AiohttpFake`, the threaded aiohttp plumbing the PaLM, Ollama and
-# Cohere fakes share.
+# This module also holds `rand_id` and `split_text`, which the PaLM, Ollama, Cohere and
+# Responses fakes share.
 
 __all__ = [
     "ANTHROPIC_VERSION",
     "CLAUDE_MODELS",
     "EMBEDDING_MODELS",
     "GEMINI_MODELS",
-    "AiohttpFake",
     "FakeVertex",
     "RecordedRequest",
     "service_account_key",
@@ -65,21 +61,7 @@ SCENARIOS = ERROR_SCENARIOS | {"ok", "max_tokens", "error_mid_stream"}
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
-# ---------------------------------------------------------------------- shared plumbing
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    json: Any = None
-
-    @property
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body.decode()))
+# ---------------------------------------------------------------------- shared helpers
 
 
 def rand_id(length: int = 24) -> str:
@@ -89,153 +71,6 @@ def rand_id(length: int = 24) -> str:
 def split_text(text: str, pieces: int = 3) -> list[str]:
     size = max(1, -(-len(text) // pieces))
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-class AiohttpFake:
-    """A real HTTP server on its own event loop in a daemon thread; subclasses implement
-    `handle`. Public attributes may be changed from the test thread at any time."""
-
-    scenarios: frozenset[str] = frozenset({"ok"})
-    thread_name = "fake-upstream"
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    async def handle(
-        self, request: web.Request, recorded: RecordedRequest, scenario: str
-    ) -> web.StreamResponse:
-        raise NotImplementedError
-
-    @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError(f"{type(self).__name__} is not started")
-        return f"http://{self.host}:{self._port}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in self.scenarios:
-            expected = sorted(self.scenarios)
-            raise ValueError(f"unknown scenario {value!r}; expected one of {expected}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError(f"{type(self).__name__} has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        """Answer the next n requests with `scenario`, then fall back to `self.scenario`."""
-        if scenario not in self.scenarios:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
-
-    def start(self) -> Self:
-        if self._loop is not None:
-            raise RuntimeError(f"{type(self).__name__} is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=self.thread_name, daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        except BaseException:
-            self._stop_loop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._stop_loop()
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._entry)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
-    async def _entry(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        parsed: Any = None
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(body) if body else None
-        recorded = RecordedRequest(
-            request.method,
-            request.path,
-            dict(request.query),
-            {name.lower(): value for name, value in request.headers.items()},
-            body,
-            parsed,
-        )
-        with self._lock:
-            self._requests.append(recorded)
-            scenario = self._pending.pop(0) if self._pending else self._scenario
-        return await self.handle(request, recorded, scenario)
-
-    @staticmethod
-    def json_response(
-        data: Any, status: int = 200, content_type: str = "application/json"
-    ) -> web.Response:
-        return web.Response(
-            status=status, body=json.dumps(data).encode(), headers={"Content-Type": content_type}
-        )
 
 
 # ---------------------------------------------------------------------- service accounts
@@ -280,7 +115,7 @@ UNAUTHENTICATED = (
 # ---------------------------------------------------------------------- the fake
 
 
-class FakeVertex(AiohttpFake):
+class FakeVertex(FakeServer[RecordedRequest]):
     scenarios = SCENARIOS
     thread_name = "fake-vertex"
 
@@ -363,22 +198,20 @@ class FakeVertex(AiohttpFake):
 
     # ------------------------------------------------------------------ routing
 
-    async def handle(
+    async def route(
         self, request: web.Request, recorded: RecordedRequest, scenario: str
     ) -> web.StreamResponse:
         if recorded.path == "/token":
             return await self._token(recorded)
-        route = self._route(recorded.path)
-        if recorded.method != "POST" or route is None:
-            return self.json_response(
-                google_error(404, "NOT_FOUND", f"Not found: {recorded.path}"), 404
-            )
+        target = self._target(recorded.path)
+        if recorded.method != "POST" or target is None:
+            return json_response(google_error(404, "NOT_FOUND", f"Not found: {recorded.path}"), 404)
         denied = self._check_token(recorded)
         if denied is not None:
             return denied
-        project, region, publisher, model, method = route
+        project, region, publisher, model, method = target
         if project != self.project_id:
-            return self.json_response(
+            return json_response(
                 google_error(
                     403,
                     "PERMISSION_DENIED",
@@ -388,7 +221,7 @@ class FakeVertex(AiohttpFake):
             )
         known = {"google": GEMINI_MODELS | EMBEDDING_MODELS, "anthropic": CLAUDE_MODELS}
         if region != self.region or model not in known.get(publisher, ()):
-            return self.json_response(
+            return json_response(
                 google_error(
                     404,
                     "NOT_FOUND",
@@ -398,7 +231,7 @@ class FakeVertex(AiohttpFake):
                 404,
             )
         if not isinstance(recorded.json, dict):
-            return self.json_response(
+            return json_response(
                 google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."), 400
             )
         if publisher == "anthropic":
@@ -406,7 +239,7 @@ class FakeVertex(AiohttpFake):
         return await self._google(request, recorded, model, method, scenario)
 
     @staticmethod
-    def _route(path: str) -> tuple[str, str, str, str, str] | None:
+    def _target(path: str) -> tuple[str, str, str, str, str] | None:
         """(project, region, publisher, model, method) of a Vertex model path."""
         segments = path.split("/")
         # ['', 'v1', 'projects', p, 'locations', r, 'publishers', pub, 'models', 'm:method']
@@ -430,7 +263,7 @@ class FakeVertex(AiohttpFake):
         with self._lock:
             expiry = self._tokens.get(token)
         if expiry is None or expiry <= time.time():
-            return self.json_response(google_error(401, "UNAUTHENTICATED", UNAUTHENTICATED), 401)
+            return json_response(google_error(401, "UNAUTHENTICATED", UNAUTHENTICATED), 401)
         return None
 
     # ------------------------------------------------------------------ OAuth
@@ -441,14 +274,14 @@ class FakeVertex(AiohttpFake):
         try:
             claims = self._verify_grant(recorded)
         except OAuthError as error:
-            return self.json_response(
+            return json_response(
                 {"error": error.error, "error_description": error.description}, error.status
             )
         token = "ya29.fake-" + rand_id(40)
         with self._lock:
             self._assertions.append(claims)
             self._tokens[token] = time.time() + self.token_lifetime
-        return self.json_response(
+        return json_response(
             {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"}
         )
 
@@ -499,7 +332,7 @@ class FakeVertex(AiohttpFake):
 
     def _scenario_error(self, scenario: str) -> web.Response:
         if scenario == "error_429":
-            return self.json_response(
+            return json_response(
                 google_error(
                     429,
                     "RESOURCE_EXHAUSTED",
@@ -508,7 +341,7 @@ class FakeVertex(AiohttpFake):
                 ),
                 429,
             )
-        return self.json_response(google_error(500, "INTERNAL", "Internal error encountered."), 500)
+        return json_response(google_error(500, "INTERNAL", "Internal error encountered."), 500)
 
     async def _google(
         self,
@@ -522,7 +355,7 @@ class FakeVertex(AiohttpFake):
         assert isinstance(payload, dict)
         if method == "predict":
             if model not in EMBEDDING_MODELS:
-                return self.json_response(
+                return json_response(
                     google_error(400, "FAILED_PRECONDITION", f"{model} does not support predict"),
                     400,
                 )
@@ -530,21 +363,21 @@ class FakeVertex(AiohttpFake):
         if method not in ("generateContent", "streamGenerateContent") or model not in (
             GEMINI_MODELS
         ):
-            return self.json_response(
+            return json_response(
                 google_error(400, "INVALID_ARGUMENT", f"{method} is not supported for {model}"),
                 400,
             )
         try:
             validate_generate(payload, "v1beta")  # Vertex's v1 knows every v1beta field
         except InvalidArgument as error:
-            return self.json_response(google_error(400, "INVALID_ARGUMENT", str(error)), 400)
+            return json_response(google_error(400, "INVALID_ARGUMENT", str(error)), 400)
         if scenario in ERROR_SCENARIOS:
             return self._scenario_error(scenario)
         if method == "generateContent":
-            return self.json_response(self._gemini_response(payload, model, scenario))
+            return json_response(self._gemini_response(payload, model, scenario))
         events = self._gemini_events(payload, model, scenario)
         if recorded.query.get("alt") != "sse":
-            return self.json_response(events)
+            return json_response(events)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for i, event in enumerate(events):
@@ -626,7 +459,7 @@ class FakeVertex(AiohttpFake):
     def _embeddings(self, payload: dict[str, Any]) -> web.Response:
         instances = payload.get("instances")
         if not isinstance(instances, list) or not instances:
-            return self.json_response(
+            return json_response(
                 google_error(400, "INVALID_ARGUMENT", "instances must not be empty"), 400
             )
         size = (payload.get("parameters") or {}).get(
@@ -636,7 +469,7 @@ class FakeVertex(AiohttpFake):
         for instance in instances:
             text = instance.get("content") if isinstance(instance, dict) else None
             if not isinstance(text, str) or not text:
-                return self.json_response(
+                return json_response(
                     google_error(400, "INVALID_ARGUMENT", "content must be a non-empty string"),
                     400,
                 )
@@ -645,14 +478,14 @@ class FakeVertex(AiohttpFake):
                 {"embeddings": {"values": gemini_vector(text, size), "statistics": statistics}}
             )
         billable = sum(len(i["content"]) for i in instances)
-        return self.json_response(
+        return json_response(
             {"predictions": predictions, "metadata": {"billableCharacterCount": billable}}
         )
 
     # ------------------------------------------------------------------ Claude
 
     def _anthropic_error(self, status: int, type_: str, message: str) -> web.Response:
-        return self.json_response(
+        return json_response(
             {"type": "error", "error": {"type": type_, "message": message}}, status
         )
 
@@ -662,7 +495,7 @@ class FakeVertex(AiohttpFake):
         payload = recorded.json
         assert isinstance(payload, dict)
         if method not in ("rawPredict", "streamRawPredict"):
-            return self.json_response(
+            return json_response(
                 google_error(400, "INVALID_ARGUMENT", f"{method} is not supported for Claude"),
                 400,
             )
@@ -690,7 +523,7 @@ class FakeVertex(AiohttpFake):
             return self._anthropic_error(500, "api_error", "Internal server error")
         message = self._claude_message(payload, scenario)
         if not streaming:
-            return self.json_response(message)
+            return json_response(message)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for name, data in self._claude_events(message):

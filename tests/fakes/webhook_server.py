@@ -11,15 +11,16 @@ daemon thread, so synchronous tests, async tests and other processes can all pos
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, ServerStopping, lower_headers
 
 __all__ = ["Received", "WebhookServer"]
 
@@ -37,106 +38,59 @@ class Received:
         return json.loads(self.body)
 
 
-class WebhookServer:
+class WebhookServer(FakeServer[Received]):
     """Set `status`, `reply` (a JSON-able value or raw bytes) and `delay` at any time."""
 
+    thread_name = "fake-webhook"
+    client_max_size = 1024**2  # aiohttp's default: alerts are small
+    # Handlers still sleeping (a slow-receiver test) are cancelled at shutdown.
+    handler_cancellation = True
+
     def __init__(self, host: str = "127.0.0.1", path: str = "/push/root") -> None:
-        self.host = host
+        super().__init__(host)
         self.path = path
         self.status = 200
         self.reply: Any = {"success": True, "message": ""}
         self.delay = 0.0
-        self._received: list[Received] = []
-        self._condition = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._stopping: asyncio.Event | None = None
-        self._port: int | None = None
+        # On the lock that guards the records, so wait_for() wakes as each one arrives.
+        self._condition = threading.Condition(self._lock)
 
     @property
     def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("WebhookServer is not started")
-        return f"http://{self.host}:{self._port}{self.path}"
+        return f"{self.base_url}{self.path}"
 
     @property
     def received(self) -> list[Received]:
-        with self._condition:
-            return list(self._received)
+        return self.requests
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         """Block until `count` requests arrived; raises TimeoutError with what did."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while len(self._received) < count:
+            while len(self._requests) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{len(self._received)} of {count} webhook requests")
+                    raise TimeoutError(f"{len(self._requests)} of {count} webhook requests")
                 self._condition.wait(left)
-            return list(self._received)
+            return list(self._requests)
 
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-webhook", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = self._thread = None
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        self._stopping = asyncio.Event()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # Handlers still sleeping (a slow-receiver test) are cancelled at shutdown.
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    def _record(self, request: web.Request, body: bytes) -> Received:
+        return Received(
+            request.method, request.path, lower_headers(request), body, time.monotonic()
         )
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
 
-    async def _shutdown(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        received = Received(
-            request.method,
-            request.path,
-            {name.lower(): value for name, value in request.headers.items()},
-            await request.read(),
-            time.monotonic(),
-        )
+    def _remember(self, recorded: Received) -> Received:
         with self._condition:
-            self._received.append(received)
+            self._requests.append(recorded)
             self._condition.notify_all()
-        if self.delay and self._stopping is not None:
-            # Sleep, but wake at once when the server stops.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.delay)
+        return recorded
+
+    async def route(
+        self, request: web.Request, recorded: Received, scenario: str
+    ) -> web.StreamResponse:
+        if self.delay:
+            with contextlib.suppress(ServerStopping):
+                await self._sleep(self.delay)
         if isinstance(self.reply, bytes):
             return web.Response(status=self.status, body=self.reply)
         return web.json_response(self.reply, status=self.status)

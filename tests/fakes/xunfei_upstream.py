@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.ali_upstream import AioServer
+from tests.fakes.server import FakeServer, lower_headers
 
 # A fake iFlytek Spark upstream: a real WebSocket server speaking the Spark v1 chat protocol.
 #
@@ -150,8 +150,12 @@ def validate(frame: Any, app_id: str, domain: str) -> None:
                 raise invalid("functions.text[] needs a name and parameters")
 
 
-class FakeXunfei(AioServer):
-    name = "fake-xunfei"
+class FakeXunfei(FakeServer[RecordedConnection]):
+    """Records a RecordedConnection per WebSocket handshake, as `connections` (or
+    `requests`)."""
+
+    scenarios = SCENARIOS
+    thread_name = "fake-xunfei"
 
     def __init__(
         self,
@@ -173,9 +177,6 @@ class FakeXunfei(AioServer):
         self.completion_tokens = completion_tokens
         self.function_args = '{"location": "Paris"}'
         self.max_clock_skew = 300
-        self._connections: list[RecordedConnection] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -189,42 +190,19 @@ class FakeXunfei(AioServer):
         return f"{self.app_id}|{self.api_secret}|{self.api_key}"
 
     @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
     def connections(self) -> list[RecordedConnection]:
-        with self._lock:
-            return list(self._connections)
+        return self.requests
 
     @property
     def last_connection(self) -> RecordedConnection:
         with self._lock:
-            if not self._connections:
+            if not self._requests:
                 raise LookupError("FakeXunfei has had no connection")
-            return self._connections[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._connections.clear()
-            self._pending.clear()
-            self._scenario = "ok"
+            return self._requests[-1]
 
     # ------------------------------------------------------------------ handshake
 
-    def routes(self, app: web.Application) -> None:
+    def _add_routes(self, app: web.Application) -> None:
         for path in PATH_DOMAINS:
             app.router.add_get(path, self._handle)
 
@@ -266,14 +244,10 @@ class FakeXunfei(AioServer):
     # ------------------------------------------------------------------ exchange
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        recorded = RecordedConnection(
-            request.path,
-            dict(request.query),
-            {name.lower(): value for name, value in request.headers.items()},
+        recorded = self._remember(
+            RecordedConnection(request.path, dict(request.query), lower_headers(request))
         )
-        with self._lock:
-            self._connections.append(recorded)
-            scenario = self._pending.pop(0) if self._pending else self._scenario
+        scenario = self._next_scenario()
         refused = self._check_url(request, recorded)
         if refused is not None:
             return refused

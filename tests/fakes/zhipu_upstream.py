@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import jwt
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, json_object, lower_headers
 
 # A fake Zhipu AI upstream (open.bigmodel.cn): a real HTTP server speaking API v4 (chat,
 # embeddings, CogView images) and the legacy v3 model API (`invoke` / `sse-invoke`).
@@ -214,9 +213,12 @@ def validate_image(payload: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- server
 
 
-class FakeZhipu:
+class FakeZhipu(FakeServer[RecordedRequest]):
     """A local open.bigmodel.cn with switchable scenarios; attributes may be changed from
     the test thread at any time (the server reads them per request)."""
+
+    scenarios = SCENARIOS
+    thread_name = "fake-zhipu"
 
     def __init__(
         self,
@@ -227,108 +229,13 @@ class FakeZhipu:
         *,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.api_key = api_key
         self.reply = reply
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
-        self.host = host
         self.tool_arguments = '{"location": "北京"}'
         self.image_url = "https://sfile.chatglm.cn/testpath/fake.png"
-
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._scenario = "ok"
-        self._pending: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # ------------------------------------------------------------------ public API
-
-    @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakeZhipu is not started")
-        return f"http://{self.host}:{self._port}"
-
-    @property
-    def scenario(self) -> str:
-        with self._lock:
-            return self._scenario
-
-    @scenario.setter
-    def scenario(self, value: str) -> None:
-        if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; expected one of {sorted(SCENARIOS)}")
-        with self._lock:
-            self._scenario = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self._requests:
-                raise LookupError("FakeZhipu has not received any request")
-            return self._requests[-1]
-
-    def fail_times(self, n: int, scenario: str) -> None:
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}")
-        with self._lock:
-            self._pending.extend([scenario] * n)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._pending.clear()
-            self._scenario = "ok"
-
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-zhipu", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-        self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _startup(self) -> None:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # ------------------------------------------------------------------ auth
 
@@ -361,20 +268,16 @@ class FakeZhipu:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        parsed: dict[str, Any] | None = None
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(body) if body else None
-            parsed = loaded if isinstance(loaded, dict) else None
+        headers, parsed = lower_headers(request), json_object(body)
         path = request.path.rstrip("/")
         v3 = path.startswith("/api/paas/v3/model-api/")
-        claims = None
+        # Recorded with the verified claims, so the token is checked first.
         try:
             claims = self.verify_token(headers.get("authorization", ""))
         except InvalidRequest as error:
-            self._record(request.method, path, headers, body, parsed, None)
+            self._remember(RecordedRequest(request.method, path, headers, body, parsed))
             return self._failure(error, v3)
-        self._record(request.method, path, headers, body, parsed, claims)
+        self._remember(RecordedRequest(request.method, path, headers, body, parsed, claims))
         scenario = self._next_scenario()
         if request.method != "POST":
             return self._error(404, "1211", "Not Found")
@@ -401,22 +304,6 @@ class FakeZhipu:
         except InvalidRequest as error:
             return self._failure(error, v3)
         return self._error(404, "1211", "Not Found")
-
-    def _record(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes,
-        parsed: dict[str, Any] | None,
-        claims: dict[str, Any] | None,
-    ) -> None:
-        with self._lock:
-            self._requests.append(RecordedRequest(method, path, headers, body, parsed, claims))
-
-    def _next_scenario(self) -> str:
-        with self._lock:
-            return self._pending.pop(0) if self._pending else self._scenario
 
     def _json(self, data: Any, status: int = 200) -> web.Response:
         return web.Response(
