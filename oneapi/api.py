@@ -101,6 +101,8 @@ class AccessTokenAuthentication(BaseAuthentication):
         token = header.removeprefix("Bearer ").strip()
         if not token:
             return None
+        if "\x00" in token or len(token) > 64:  # cannot be a token; and no query for it
+            raise ApiError(INVALID_ACCESS_TOKEN)
         user = User.objects.filter(access_token=token).first()
         if user is None:
             raise ApiError(INVALID_ACCESS_TOKEN)
@@ -173,6 +175,8 @@ class ApiView(APIView):
 
     def check_permissions(self, request: Request) -> None:
         super().check_throttles(request)
+        if any("\x00" in value for value in request.query_params.values()):
+            raise ApiError("无效的参数", 400)  # PostgreSQL refuses NUL in text
         if self.min_role <= Role.GUEST:
             return
         user = request.user

@@ -58,7 +58,7 @@ async def current_routing_table() -> RoutingTable:
 
 
 async def _key_and_user(key: str) -> tuple[KeyInfo | None, UserInfo | None]:
-    if not key:
+    if not key or "\x00" in key:  # no key holds NUL (and PostgreSQL refuses it in a query)
         return None, None
     hit, info = auth.cached_key(key)
     user = auth.cached_user(info.user_id) if info is not None else None

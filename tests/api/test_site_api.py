@@ -183,3 +183,18 @@ def test_schema_page_uses_local_assets(actors: Actors) -> None:
     page = response.content.decode()
     assert "swagger-ui" in page
     assert "cdn.jsdelivr.net" not in page
+
+
+def test_nul_characters_are_refused_before_any_query(actors: Actors) -> None:
+    """PostgreSQL refuses NUL in text: such input is a 4xx here, never a database error."""
+    from rest_framework.test import APIClient
+
+    login = APIClient().post(
+        "/api/user/login", {"username": "\x00", "password": "x"}, format="json"
+    )
+    assert login.json()["success"] is False  # login answers One API's 200 "无效的参数"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer \x00")
+    assert client.get("/api/group/").json() == {"success": False, "message": INVALID_ACCESS_TOKEN}
+    search = actors.client("admin").get("/api/user/search", {"keyword": "a\x00b"})
+    assert search.status_code == 400 and search.json()["success"] is False

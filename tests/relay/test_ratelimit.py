@@ -493,9 +493,10 @@ def test_duration_text_is_openais() -> None:
     ]
 
 
-def test_a_stream_releases_before_its_last_chunk(redis_or_memory_loop: Any) -> None:
+def test_a_stream_releases_before_its_last_chunk(redis_or_memory_loop: Any, settings: Any) -> None:
     """The slot is free (and the tokens counted) once the frames end, before the server sends
     the body's final chunk: a client's next request can never find its own slot taken."""
+    settings.REDIS_CONN_STRING = ""  # this test reads the in-memory store
     subject = Subject("key:sequential", "key #1", Limits(tpm=1000, concurrency=1))
     ticket = Ticket((subject,))
     memory = ratelimit._memory

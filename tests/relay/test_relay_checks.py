@@ -158,3 +158,11 @@ def test_malformed_json(world: World) -> None:
     result = world.client.post("/v1/chat/completions", body=b"{not json")
     assert result.status == 400
     assert error_of(result)["code"] == "invalid_text_request"
+
+
+def test_a_key_with_nul_is_unknown_without_a_query(world: World) -> None:
+    result = RelayClient().post(
+        "/v1/chat/completions", CHAT, headers={"authorization": "Bearer sk-a\x00b"}
+    )
+    assert result.status == 401
+    assert error_of(result)["message"].startswith("无效的令牌")
