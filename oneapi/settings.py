@@ -72,6 +72,9 @@ RELAY_TIMEOUT = env_int("RELAY_TIMEOUT", 0, minimum=0)  # seconds; 0 = no overal
 RELAY_PROXY = env_str("RELAY_PROXY", "")
 USER_CONTENT_REQUEST_TIMEOUT = env_int("USER_CONTENT_REQUEST_TIMEOUT", 30, minimum=1)
 USER_CONTENT_REQUEST_PROXY = env_str("USER_CONTENT_REQUEST_PROXY", "")
+# Image URLs in requests are fetched (token counts, inline upstreams) from public addresses
+# only; true also lets them reach private, loopback and link-local ones (relay/images.py).
+IMAGE_FETCH_ALLOW_PRIVATE = env_bool("IMAGE_FETCH_ALLOW_PRIVATE", False)
 for _proxy_name, _proxy in (
     ("RELAY_PROXY", RELAY_PROXY),
     ("USER_CONTENT_REQUEST_PROXY", USER_CONTENT_REQUEST_PROXY),

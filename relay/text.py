@@ -128,6 +128,8 @@ async def relay_text(request: Request, mode: RelayMode) -> Response | StreamResp
         auth.check_model_allowed(caller.key, model)
     validate(payload, mode)
     prompt_tokens = count_prompt(payload, mode, model, caller)
+    if mode is RelayMode.CHAT:  # remote images are fetched to be measured
+        prompt_tokens += await usage.count_remote_images(payload.get("messages"), model)
     attempt = text_attempt(request, caller, mode, payload, prompt_tokens, started)
     return await run_attempts(caller, model, attempt, prompt_tokens)
 

@@ -2,20 +2,123 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from oneapi.options import OptionSnapshot
+from relay import images
 from relay.tokens import count_text_tokens
+
+logger = logging.getLogger(__name__)
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3
-# An image part without fetching the image: OpenAI's price of a 512x512 high-detail tile
-# plus the base, the commonest size. One API downloads every image to measure it; an
-# estimate serves the only two uses (the reservation, and a count when usage is missing).
+# A Responses API image part, which is not fetched: OpenAI's price of one 512x512
+# high-detail tile plus the base, the commonest size.
 IMAGE_PART_TOKENS = 85 + 170
+# OpenAI's vision prices as One API has them (relay/adaptor/openai/token.go): low detail is
+# a flat price, high (and auto, which One API found billed as high) is per 512px tile plus
+# a base; gpt-4o-mini's are about 33 times higher.
+IMAGE_LOW_DETAIL_TOKENS = 85
+IMAGE_TILE_TOKENS = 170
+IMAGE_BASE_TOKENS = 85
+MINI_LOW_DETAIL_TOKENS = 2833
+MINI_TILE_TOKENS = 5667
+MINI_BASE_TOKENS = 2833
+IMAGE_DETAILS = frozenset({"", "auto", "low", "high"})
+
+
+def image_tokens(width: int, height: int, detail: str, model: str) -> int:
+    """OpenAI's formula: fit within 2048x2048, then the shortest side down to 768, then
+    count 512px tiles (One API's integer truncation after each scaling kept)."""
+    mini = model.startswith("gpt-4o-mini")
+    if detail == "low":
+        return MINI_LOW_DETAIL_TOKENS if mini else IMAGE_LOW_DETAIL_TOKENS
+    if width > 2048 or height > 2048:
+        ratio = 2048 / max(width, height)
+        width, height = int(width * ratio), int(height * ratio)
+    if width > 768 and height > 768:
+        ratio = 768 / min(width, height)
+        width, height = int(width * ratio), int(height * ratio)
+    tiles = math.ceil(width / 512) * math.ceil(height / 512)
+    if mini:
+        return tiles * MINI_TILE_TOKENS + MINI_BASE_TOKENS
+    return tiles * IMAGE_TILE_TOKENS + IMAGE_BASE_TOKENS
+
+
+def image_reference(part: dict[str, Any]) -> tuple[str, str] | None:
+    """(url, detail) of an `image_url` part (or a Responses-style `input_image`)."""
+    image = part.get("image_url")
+    if isinstance(image, dict):
+        url, detail = image.get("url"), image.get("detail")
+    else:
+        url, detail = image, part.get("detail")
+    if not isinstance(url, str) or not url:
+        return None
+    return url, detail if isinstance(detail, str) else ""
+
+
+def _image_parts(messages: Any) -> Iterator[tuple[str, str]]:
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") in ("image_url", "input_image"):
+                reference = image_reference(part)
+                if reference is not None:
+                    yield reference
+
+
+def _local_image_tokens(part: dict[str, Any], model: str) -> int:
+    """An image part's tokens when no fetch is needed; remote high-detail images count
+    here as nothing (`count_remote_images` adds them), and so does any image that cannot
+    be measured, as in One API, which logs it."""
+    reference = image_reference(part)
+    if reference is None:
+        return 0
+    url, detail = reference
+    if detail not in IMAGE_DETAILS:
+        logger.info("image part not counted: invalid detail %r", detail)
+        return 0
+    if detail == "low":
+        return image_tokens(0, 0, detail, model)
+    if images.is_remote(url):
+        return 0
+    try:
+        width, height = images.image_size(url)
+    except images.ImageFetchError as error:
+        logger.info("image part not counted: %s", error)
+        return 0
+    return image_tokens(width, height, detail, model)
+
+
+async def count_remote_images(messages: Any, model: str) -> int:
+    """The tokens of the http(s) images in chat messages, each fetched (concurrently, only
+    as far as its header) to learn its size. An image that cannot be fetched counts as
+    nothing, as in One API: the count only sizes the reservation when the upstream
+    reports usage."""
+    parts = [
+        (url, detail)
+        for url, detail in _image_parts(messages)
+        if images.is_remote(url) and detail in IMAGE_DETAILS and detail != "low"
+    ]
+    urls = list(dict.fromkeys(url for url, _ in parts))[: images.MAX_REMOTE_IMAGES]
+    if not urls:
+        return 0
+    results = await images.gather_bounded(images.fetch_size(url) for url in urls)
+    sizes: dict[str, tuple[int, int]] = {}
+    for url, result in zip(urls, results, strict=True):
+        if isinstance(result, images.ImageFetchError):
+            logger.info("image part not counted: %s", result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            sizes[url] = result
+    return sum(image_tokens(*sizes[url], detail, model) for url, detail in parts if url in sizes)
 
 
 def count_text(text: str, model: str, options: OptionSnapshot) -> int:
@@ -37,7 +140,7 @@ def _content_tokens(content: Any, model: str, options: OptionSnapshot) -> int:
             if part.get("type") == "text" and isinstance(part.get("text"), str):
                 tokens += count_text(part["text"], model, options)
             elif part.get("type") in ("image_url", "input_image"):
-                tokens += IMAGE_PART_TOKENS
+                tokens += _local_image_tokens(part, model)
     return tokens
 
 
