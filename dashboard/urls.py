@@ -14,8 +14,11 @@ from dashboard.views import (
     overview,
     profile,
     public,
+    redemptions,
+    system_settings,
     tokens,
     topup,
+    users,
 )
 
 app_name = "dashboard"
@@ -54,6 +57,38 @@ urlpatterns = [
     path("setting/wechat", profile.wechat_bind, name="settings-wechat"),
     path("setting/delete", profile.delete_account, name="settings-delete"),
     # Admin pages go here (channel, user, redemption, setting/...): see dashboard.navigation.
+    path("user", users.users, name="users"),
+    path("user/add", users.user_add, name="user-add"),
+    path("user/edit/<int:user_id>", users.user_edit, name="user-edit"),
+    re_path(
+        r"^user/(?P<user_id>[0-9]+)/(?P<action>enable|disable|promote|demote|delete)$",
+        users.user_manage,
+        name="user-manage",
+    ),
+    path("redemption", redemptions.redemptions, name="redemptions"),
+    path("redemption/add", redemptions.redemption_add, name="redemption-add"),
+    path("redemption/export", redemptions.redemption_export, name="redemption-export"),
+    path(
+        "redemption/<int:redemption_id>/status",
+        redemptions.redemption_status,
+        name="redemption-status",
+    ),
+    path(
+        "redemption/<int:redemption_id>/delete",
+        redemptions.redemption_delete,
+        name="redemption-delete",
+    ),
+    path("setting/system", system_settings.system_settings, name="system-settings"),
+    path(
+        "setting/system/preview",
+        system_settings.system_settings_preview,
+        name="system-settings-preview",
+    ),
+    re_path(
+        r"^setting/system/(?P<section>system|operation|ratios|content)$",
+        system_settings.system_settings,
+        name="system-settings-section",
+    ),
     # Language switch (Django's set_language view) and static files.
     path("i18n/", include("django.conf.urls.i18n")),
     re_path(r"^static/(?P<path>.+)$", assets.static, name="static"),
