@@ -13,6 +13,7 @@ import fcntl
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -349,8 +350,12 @@ def _apply_rules(channel: Channel, outcome: Outcome, summary: RunSummary) -> Non
         summary.enabled.append(channel.pk)
 
 
-def test_all_channels(scope: str = "all") -> RunSummary:
+def test_all_channels(
+    scope: str = "all", on_result: Callable[[Channel, Outcome], None] | None = None
+) -> RunSummary:
     """Test channels one at a time, `POLLING_INTERVAL` seconds apart; newest first.
+    `on_result` hears of each channel once its test and the status rules are done (the
+    console streams the results to the page).
 
     Raises `TestsAlreadyRunning` when another run holds the lock, `ValueError` on a bad scope.
     """
@@ -378,6 +383,8 @@ def test_all_channels(scope: str = "all") -> RunSummary:
             summary.tested += 1
             summary.failed += 0 if outcome.result.success else 1
             _apply_rules(channel, outcome, summary)
+            if on_result is not None:
+                on_result(channel, outcome)
             lock.refresh()
     finally:
         lock.release()

@@ -17,8 +17,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneapi.settings")
 django_application = get_asgi_application()
 
 # These need Django set up first.
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from relay import runtime  # noqa: E402
 from relay.http import RelayApp  # noqa: E402
 from relay.routes import error_shape, is_relay_path, resolve  # noqa: E402
@@ -35,4 +38,12 @@ async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> No
 
 runtime.start()
 
-application = ProtocolTypeRouter({"http": http_application})
+application = ProtocolTypeRouter(
+    {
+        "http": http_application,
+        # The console's live views; signed in by the session cookie, same-origin pages only.
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

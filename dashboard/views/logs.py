@@ -1,7 +1,10 @@
 """Logs: a user's own; an admin's page shows every user's, with the user and channel
-filters (One API's `/log`)."""
+filters (One API's `/log`). `?follow=1` adds new entries live, through the websocket of
+`dashboard.consumers.LogFollowConsumer` (with the same filters)."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
@@ -28,6 +31,18 @@ def log_filter(form: LogFilterForm) -> billing.LogFilter:
     )
 
 
+def follow_query(filters: billing.LogFilter, *, admin: bool) -> str:
+    """The filters the live view applies to new entries (time bounds do not apply)."""
+    fields = {
+        "type": filters.type or "",
+        "model_name": filters.model_name,
+        "token_name": filters.token_name,
+    }
+    if admin:
+        fields.update(username=filters.username, channel=filters.channel or "")
+    return urlencode({name: value for name, value in fields.items() if value})
+
+
 @require_safe
 @access.login_required
 def logs(request: HttpRequest) -> HttpResponse:
@@ -44,6 +59,8 @@ def logs(request: HttpRequest) -> HttpResponse:
         "admin": admin,
         "consumed": billing.sum_consumed_quota(filters, user_id=owner),
         "log_types": {choice.value: choice.label for choice in LogType},
+        "follow": request.GET.get("follow") == "1",
+        "follow_query": follow_query(filters, admin=admin),
     }
     return render_page(
         request, "console/logs.html", context, fragment="console/partials/log_table.html"
