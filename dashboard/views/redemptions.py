@@ -10,6 +10,7 @@ from urllib.parse import quote
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from billing import services as billing
@@ -81,7 +82,8 @@ def redemption_add(request: HttpRequest) -> HttpResponse:
             "quota": data["quota"],
             "codes": codes,
         }
-        flash(request, "success", _("%(count)d codes generated.") % {"count": len(codes)})
+        text = ngettext("%(count)d code generated.", "%(count)d codes generated.", len(codes))
+        flash(request, "success", text % {"count": len(codes)})
         return access.redirect(request, reverse("dashboard:redemptions"))
     return render_page(request, "admin/redemption_form.html", {"form": form})
 
@@ -138,7 +140,7 @@ def redemption_delete(request: HttpRequest, redemption_id: int) -> HttpResponse:
             request,
             "confirm.html",
             {
-                "question": _("Delete the redemption code “%(name)s” (#%(id)d)?")
+                "question": _("Delete the redemption code “%(name)s” (#%(id)s)?")
                 % {"name": code.name, "id": code.pk},
                 "action": reverse("dashboard:redemption-delete", args=[code.pk]),
                 "cancel": reverse("dashboard:redemptions"),

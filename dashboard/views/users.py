@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts import services as accounts
@@ -31,9 +31,9 @@ ROLE_LABELS: dict[int, Promise] = {
     Role.ROOT: gettext_lazy("Root"),
 }
 STATUS_LABELS: dict[int, Promise] = {
-    UserStatus.ENABLED: gettext_lazy("Enabled"),
-    UserStatus.DISABLED: gettext_lazy("Disabled"),
-    UserStatus.DELETED: gettext_lazy("Deleted"),
+    UserStatus.ENABLED: pgettext_lazy("state", "Enabled"),
+    UserStatus.DISABLED: pgettext_lazy("state", "Disabled"),
+    UserStatus.DELETED: pgettext_lazy("state", "Deleted"),
 }
 ACTIONS = ("enable", "disable", "promote", "demote", "delete")
 ORDERS = tuple(accounts.LIST_ORDERS)
