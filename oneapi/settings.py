@@ -6,6 +6,7 @@ that names the variable instead of failing on the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -75,6 +76,17 @@ USER_CONTENT_REQUEST_PROXY = env_str("USER_CONTENT_REQUEST_PROXY", "")
 # Image URLs in requests are fetched (token counts, inline upstreams) from public addresses
 # only; true also lets them reach private, loopback and link-local ones (relay/images.py).
 IMAGE_FETCH_ALLOW_PRIVATE = env_bool("IMAGE_FETCH_ALLOW_PRIVATE", False)
+# Comma-separated networks (CIDR) allowed despite being private: an operator's image host.
+IMAGE_FETCH_ALLOWED_NETWORKS = [
+    item.strip() for item in env_str("IMAGE_FETCH_ALLOWED_NETWORKS", "").split(",") if item.strip()
+]
+for _network in IMAGE_FETCH_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"IMAGE_FETCH_ALLOWED_NETWORKS: {_network!r} is not an IP network"
+        ) from None
 for _proxy_name, _proxy in (
     ("RELAY_PROXY", RELAY_PROXY),
     ("USER_CONTENT_REQUEST_PROXY", USER_CONTENT_REQUEST_PROXY),

@@ -5,8 +5,8 @@ gateway's own network (SSRF): only http(s); a host must resolve to public addres
 and the connection goes to the addresses that were checked (the resolver filters, so DNS
 cannot answer differently in between); literal IPs, which aiohttp never resolves, are
 checked apart; each redirect hop is checked again. Time and bytes are bounded.
-`IMAGE_FETCH_ALLOW_PRIVATE` lifts the address check for operators who serve images from
-their own network.
+`IMAGE_FETCH_ALLOWED_NETWORKS` lets fetches reach the private networks an operator serves
+images from; `IMAGE_FETCH_ALLOW_PRIVATE` lifts the address check altogether.
 """
 
 from __future__ import annotations
@@ -14,20 +14,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import io
 import ipaddress
 import logging
 import re
 import socket
-import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import imagesize
+import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 from yarl import URL
@@ -51,9 +52,11 @@ USER_AGENT = "oneapi-py image fetcher"
 DATA_URL = re.compile(
     r"^data:(?P<media_type>[\w.+-]+/[\w.+-]+)(?:;[^;,]*)*;base64,(?P<data>.*)$", re.DOTALL
 )
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 Size = tuple[int, int]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
 
 
@@ -65,6 +68,32 @@ class ImageFetchError(Exception):
 class InlineImage:
     media_type: str
     data: str  # base64
+
+
+# ---------------------------------------------------------------------- image parts
+
+
+def image_reference(part: dict[str, Any]) -> tuple[str, str] | None:
+    """(url, detail) of an `image_url` part (or a Responses-style `input_image`)."""
+    image = part.get("image_url")
+    if isinstance(image, dict):
+        url, detail = image.get("url"), image.get("detail")
+    else:
+        url, detail = image, part.get("detail")
+    if not isinstance(url, str) or not url:
+        return None
+    return url, detail if isinstance(detail, str) else ""
+
+
+def image_parts(messages: Any) -> Iterator[tuple[str, str]]:
+    """(url, detail) of every image part of chat messages, in order."""
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") in ("image_url", "input_image"):
+                reference = image_reference(part)
+                if reference is not None:
+                    yield reference
 
 
 # ---------------------------------------------------------------------- image bytes
@@ -105,8 +134,18 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
 # ---------------------------------------------------------------------- the guard
 
 
+@functools.cache
+def _networks(spec: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in spec)
+
+
+def allowed_networks() -> tuple[IPNetwork, ...]:
+    """`IMAGE_FETCH_ALLOWED_NETWORKS`: private networks an operator lets fetches reach."""
+    return _networks(tuple(settings.IMAGE_FETCH_ALLOWED_NETWORKS))
+
+
 def address_allowed(host: str) -> bool:
-    """True for a public unicast address. IPv4 inside IPv6 (mapped, 6to4, Teredo) is judged
+    """True for a public unicast address. IPv4 inside IPv6 (mapped, 6to4, Teredo, NAT64) is judged
     as the IPv4 address it carries: Python 3.11 calls ::ffff:127.0.0.1 neither loopback nor
     private."""
     if settings.IMAGE_FETCH_ALLOW_PRIVATE:
@@ -119,8 +158,12 @@ def address_allowed(host: str) -> bool:
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and address.teredo is not None:
             embedded = address.teredo[1]
+        if embedded is None and address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             address = embedded
+    if any(address in network for network in allowed_networks()):
+        return True
     return address.is_global and not (
         address.is_multicast or address.is_reserved or address.is_unspecified
     )
@@ -162,35 +205,20 @@ def checked_url(url: str | URL) -> URL:
     return parsed
 
 
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
+def new_session() -> aiohttp.ClientSession:
+    """A session for one request's images: its own connector, whose resolver guards. Not
+    shared: image hosts are rarely the same twice, and nothing outlives the request."""
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(), limit=MAX_CONCURRENT_FETCHES)
+    return aiohttp.ClientSession(
+        connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
+    )
 
 
-def _session() -> aiohttp.ClientSession:
-    """The image session of the running loop: its own connector, whose resolver guards."""
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(), limit=100)
-        session = aiohttp.ClientSession(
-            connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
-        )
-        _sessions[loop] = session
-    return session
-
-
-async def close_session() -> None:
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
-
-
-async def _get(url: URL) -> aiohttp.ClientResponse:
+async def _get(session: aiohttp.ClientSession, url: URL) -> aiohttp.ClientResponse:
     """GET, following at most MAX_REDIRECTS redirects, every hop checked."""
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            response = await _session().get(checked_url(url), allow_redirects=False)
+            response = await session.get(checked_url(url), allow_redirects=False)
         except aiohttp.ClientConnectorDNSError as error:
             cause = error.__cause__
             if isinstance(cause, ImageFetchError):
@@ -213,10 +241,10 @@ async def _get(url: URL) -> aiohttp.ClientResponse:
     raise ImageFetchError(f"image URL redirected more than {MAX_REDIRECTS} times")
 
 
-async def _fetch(url: str, *, size_only: bool) -> tuple[bytes, str]:
+async def _fetch(session: aiohttp.ClientSession, url: str, *, size_only: bool) -> tuple[bytes, str]:
     """The body and Content-Type. With `size_only`, reading stops once the header gives
     the size. Over MAX_IMAGE_BYTES is refused, by Content-Length or as it streams."""
-    response = await _get(URL(url))
+    response = await _get(session, URL(url))
     try:
         length = response.content_length
         if length is not None and length > MAX_IMAGE_BYTES:
@@ -231,7 +259,9 @@ async def _fetch(url: str, *, size_only: bool) -> tuple[bytes, str]:
             if size_only and len(body) >= probe_at:
                 if dimensions(bytes(body)) is not None:
                     break
-                probe_at = next(steps, MAX_IMAGE_BYTES + 1)
+                probe_at = next(steps, 0)
+                if not probe_at:
+                    raise ImageFetchError(f"no image size in the first {len(body)} bytes")
         return bytes(body), response.headers.get("Content-Type", "")
     except aiohttp.ClientError as error:
         raise ImageFetchError(f"image could not be fetched: {error}") from None
@@ -276,13 +306,13 @@ class _SizeCache:
 size_cache = _SizeCache(SIZE_CACHE_ENTRIES)
 
 
-async def fetch_size(url: str) -> Size:
+async def fetch_size(session: aiohttp.ClientSession, url: str) -> Size:
     """The size of the image at an http(s) URL, reading only as far as its header."""
     cached = size_cache.get(url)
     if cached is not None:
         return cached
     seconds = min(float(settings.USER_CONTENT_REQUEST_TIMEOUT), MEASURE_TIMEOUT_SECONDS)
-    body, _ = await _bounded(_fetch(url, size_only=True), seconds)
+    body, _ = await _bounded(_fetch(session, url, size_only=True), seconds)
     size = dimensions(body)
     if size is None:
         raise ImageFetchError("image URL did not return a PNG, JPEG, GIF or WebP image")
@@ -299,10 +329,10 @@ def image_size(url: str) -> Size:
     return size
 
 
-async def fetch_image(url: str) -> InlineImage:
+async def fetch_image(session: aiohttp.ClientSession, url: str) -> InlineImage:
     """The bytes of the image at an http(s) URL, base64, with their media type."""
     seconds = float(settings.USER_CONTENT_REQUEST_TIMEOUT)
-    body, content_type = await _bounded(_fetch(url, size_only=False), seconds)
+    body, content_type = await _bounded(_fetch(session, url, size_only=False), seconds)
     media_type = sniff_media_type(body)
     if media_type is None:
         declared = content_type.split(";", 1)[0].strip().lower()
@@ -312,15 +342,35 @@ async def fetch_image(url: str) -> InlineImage:
     return InlineImage(media_type, base64.b64encode(body).decode("ascii"))
 
 
-async def gather_bounded(awaitables: Iterable[Awaitable[T]]) -> list[T | BaseException]:
-    """Run concurrently, at most MAX_CONCURRENT_FETCHES at a time; errors are returned."""
+async def _each(
+    urls: list[str], fetch: Callable[[aiohttp.ClientSession, str], Awaitable[T]]
+) -> list[T | ImageFetchError]:
+    """`fetch` for every URL, at most MAX_CONCURRENT_FETCHES at a time, in one session;
+    a refusal or failure is returned in its URL's place."""
     gate = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
 
-    async def run(awaitable: Awaitable[T]) -> T:
+    async def run(session: aiohttp.ClientSession, url: str) -> T | ImageFetchError:
         async with gate:
-            return await awaitable
+            try:
+                return await fetch(session, url)
+            except ImageFetchError as error:
+                return error
 
-    return await asyncio.gather(*(run(a) for a in awaitables), return_exceptions=True)
+    async with new_session() as session:
+        return await asyncio.gather(*(run(session, url) for url in urls))
+
+
+async def measure_all(urls: list[str]) -> list[Size | ImageFetchError]:
+    """The size of each http(s) image, fetched concurrently as far as its header."""
+    cached = {url: size_cache.get(url) for url in urls}
+    missing = [url for url, size in cached.items() if size is None]
+    fetched = dict(zip(missing, await _each(missing, fetch_size), strict=True)) if missing else {}
+    return [cached[url] or fetched[url] for url in urls]
+
+
+async def fetch_all(urls: list[str]) -> list[InlineImage | ImageFetchError]:
+    """The bytes of each http(s) image, fetched concurrently."""
+    return await _each(urls, fetch_image)
 
 
 # ---------------------------------------------------------------------- inlining
@@ -346,22 +396,30 @@ async def prefetch(urls: Iterable[str]) -> None:
         return
     if len(wanted) > MAX_REMOTE_IMAGES:
         raise image_error(f"at most {MAX_REMOTE_IMAGES} image URLs are fetched per request")
-    results = await gather_bounded(fetch_image(url) for url in wanted)
-    for url, result in zip(wanted, results, strict=True):
+    for url, result in zip(wanted, await fetch_all(wanted), strict=True):
         if isinstance(result, ImageFetchError):
             raise image_error(str(result))
-        if isinstance(result, BaseException):
-            raise result
         fetched[url] = result
 
 
-def inlined(url: str) -> InlineImage:
-    """The prefetched image of an http(s) URL."""
-    fetched = _inlined.get() or {}
-    image = fetched.get(url)
-    if image is None:
-        raise image_error("image URL was not fetched")
-    return image
+async def prefetch_chat_images(body: bytes) -> None:
+    """Prefetch the http(s) images of a chat request body (OpenAI's format), for an
+    adaptor's `prepare`."""
+    if b'"http' not in body:  # spares parsing the many bodies without any URL
+        return
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(payload, dict):
+        await prefetch(url for url, _ in image_parts(payload.get("messages")))
+
+
+def inlined(url: str) -> InlineImage | None:
+    """The prefetched image of an http(s) URL; None when the request was not prefetched
+    (the adaptor then does what it did before: refuses, or passes the URL on)."""
+    fetched = _inlined.get()
+    return fetched.get(url) if fetched else None
 
 
 def image_error(message: str) -> RelayError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -51,33 +50,11 @@ def image_tokens(width: int, height: int, detail: str, model: str) -> int:
     return tiles * IMAGE_TILE_TOKENS + IMAGE_BASE_TOKENS
 
 
-def image_reference(part: dict[str, Any]) -> tuple[str, str] | None:
-    """(url, detail) of an `image_url` part (or a Responses-style `input_image`)."""
-    image = part.get("image_url")
-    if isinstance(image, dict):
-        url, detail = image.get("url"), image.get("detail")
-    else:
-        url, detail = image, part.get("detail")
-    if not isinstance(url, str) or not url:
-        return None
-    return url, detail if isinstance(detail, str) else ""
-
-
-def _image_parts(messages: Any) -> Iterator[tuple[str, str]]:
-    for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else ():
-            if isinstance(part, dict) and part.get("type") in ("image_url", "input_image"):
-                reference = image_reference(part)
-                if reference is not None:
-                    yield reference
-
-
 def _local_image_tokens(part: dict[str, Any], model: str) -> int:
     """An image part's tokens when no fetch is needed; remote high-detail images count
     here as nothing (`count_remote_images` adds them), and so does any image that cannot
     be measured, as in One API, which logs it."""
-    reference = image_reference(part)
+    reference = images.image_reference(part)
     if reference is None:
         return 0
     url, detail = reference
@@ -103,19 +80,16 @@ async def count_remote_images(messages: Any, model: str) -> int:
     reports usage."""
     parts = [
         (url, detail)
-        for url, detail in _image_parts(messages)
+        for url, detail in images.image_parts(messages)
         if images.is_remote(url) and detail in IMAGE_DETAILS and detail != "low"
     ]
     urls = list(dict.fromkeys(url for url, _ in parts))[: images.MAX_REMOTE_IMAGES]
     if not urls:
         return 0
-    results = await images.gather_bounded(images.fetch_size(url) for url in urls)
     sizes: dict[str, tuple[int, int]] = {}
-    for url, result in zip(urls, results, strict=True):
+    for url, result in zip(urls, await images.measure_all(urls), strict=True):
         if isinstance(result, images.ImageFetchError):
             logger.info("image part not counted: %s", result)
-        elif isinstance(result, BaseException):
-            raise result
         else:
             sizes[url] = result
     return sum(image_tokens(*sizes[url], detail, model) for url, detail in parts if url in sizes)

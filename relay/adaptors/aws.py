@@ -30,6 +30,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from channels_mgmt.selection import ChannelInfo
+from relay import images
 from relay.adaptors import anthropic
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
 from relay.adaptors.eventstream import EventStreamDecoder, EventStreamError, Message
@@ -190,7 +191,9 @@ def check_single_choice(payload: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- Claude
 
 
-def _url_images(blocks: Any) -> bool:
+def inline_url_images(blocks: Any) -> bool:
+    """Replace URL image sources by the prefetched bytes; True if one could not be."""
+    unfetched = False
     for block in blocks if isinstance(blocks, list) else ():
         if not isinstance(block, dict):
             continue
@@ -200,10 +203,18 @@ def _url_images(blocks: Any) -> bool:
             and isinstance(source, dict)
             and source.get("type") == "url"
         ):
-            return True
-        if block.get("type") == "tool_result" and _url_images(block.get("content")):
-            return True
-    return False
+            image = images.inlined(str(source.get("url") or ""))
+            if image is None:
+                unfetched = True
+            else:
+                block["source"] = {
+                    "type": "base64",
+                    "media_type": image.media_type,
+                    "data": image.data,
+                }
+        if block.get("type") == "tool_result" and inline_url_images(block.get("content")):
+            unfetched = True
+    return unfetched
 
 
 def claude_body(payload: dict[str, Any], beta: str = "") -> dict[str, Any]:
@@ -212,8 +223,10 @@ def claude_body(payload: dict[str, Any], beta: str = "") -> dict[str, Any]:
     body = anthropic.convert_request(payload, "")
     for name in NOT_ON_BEDROCK:
         body.pop(name, None)
-    # Bedrock's Claude fetches nothing: images must come inline.
-    if any(_url_images(m["content"]) for m in body["messages"]) or _url_images(body.get("system")):
+    # Bedrock's Claude fetches nothing: images come inline, http(s) ones fetched by
+    # `prepare` (as One API downloads them); a body built without it keeps the refusal.
+    unfetched = [inline_url_images(m["content"]) for m in body["messages"]]
+    if any(unfetched) or inline_url_images(body.get("system")):
         raise RelayError(
             400,
             "channel type AWS takes images as base64 data: URLs only, not http(s) URLs",
@@ -575,6 +588,10 @@ class NativeBedrockStream(BedrockStream):
 
 
 class AwsAdaptor(Adaptor):
+    async def prepare(self, attempt: Attempt) -> None:
+        if attempt.mode is RelayMode.CHAT and bedrock_model(attempt.model)[0] is Family.CLAUDE:
+            await images.prefetch_chat_images(attempt.request.body)
+
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         native = attempt.mode is RelayMode.MESSAGES
         if attempt.mode is not RelayMode.CHAT and not native:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 
+from relay import images
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
 from relay.adaptors.common import client_payload, encode_embedding
 from relay.adaptors.openai import base_url
@@ -127,6 +128,11 @@ def image_part(part: dict[str, Any]) -> Part:
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
         raise RelayError(400, "image_url part without a url", code="invalid_image_url")
+    # Gemini reads no arbitrary URL: http(s) images go inline, fetched by `prepare` (One
+    # API downloads them too); a body built without it passes the URL as fileData.
+    image = images.inlined(url)
+    if image is not None:
+        return {"inlineData": {"mimeType": image.media_type, "data": image.data}}
     return inline_or_file_part(url, "image")
 
 
@@ -766,6 +772,10 @@ class GeminiStream:
 
 
 class GeminiAdaptor(Adaptor):
+    async def prepare(self, attempt: Attempt) -> None:
+        if attempt.mode is RelayMode.CHAT:
+            await images.prefetch_chat_images(attempt.request.body)
+
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         if attempt.mode is RelayMode.CHAT:
             payload = convert_request(body.payload)

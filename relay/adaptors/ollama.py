@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from relay import images
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
 from relay.adaptors.common import client_payload, encode_embedding
 from relay.adaptors.openai import base_url
@@ -43,21 +44,24 @@ def unsupported_content(message: str) -> RelayError:
 
 
 def image_data(part: dict[str, Any]) -> str:
-    """The base64 data of an image part. Remote URLs are refused rather than fetched: the
-    gateway does not download what a client names (SSRF), and Ollama wants the bytes."""
+    """The base64 data of an image part: Ollama wants the bytes, so http(s) images are
+    fetched by `prepare` (through the SSRF guard, as One API downloads them)."""
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
         raise RelayError(400, "image_url part without a url", code="invalid_image_url")
     match = DATA_URL.match(url)
-    if match is None:
+    if match is not None:
+        return match["data"]
+    fetched = images.inlined(url)
+    if fetched is None:
         raise RelayError(
             400,
-            "channel type Ollama takes images as base64 data: URLs only; "
-            "remote image URLs are not fetched",
+            "channel type Ollama takes images as base64 data: URLs, or http(s) URLs "
+            "fetched before the request is built; this one was not fetched",
             code="invalid_image_url",
         )
-    return match["data"]
+    return fetched.data
 
 
 def text_and_images(content: Any) -> tuple[str, list[str]]:
@@ -444,6 +448,10 @@ def request_headers(attempt: Attempt) -> dict[str, str]:
 
 
 class OllamaAdaptor(Adaptor):
+    async def prepare(self, attempt: Attempt) -> None:
+        if attempt.mode is RelayMode.CHAT:
+            await images.prefetch_chat_images(attempt.request.body)
+
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         if attempt.mode is RelayMode.CHAT:
             payload = convert_request(body.payload, attempt.model, attempt.stream)

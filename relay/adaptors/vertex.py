@@ -26,6 +26,7 @@ import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from relay import images
 from relay.adaptors import anthropic, gemini
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
 from relay.errors import RelayError
@@ -399,6 +400,10 @@ def with_token(call: UpstreamRequest, token: str) -> UpstreamRequest:
 class VertexAIAdaptor(Adaptor):
     def __init__(self, tokens: TokenCache | None = None) -> None:
         self.tokens = tokens or TOKENS
+
+    async def prepare(self, attempt: Attempt) -> None:
+        if attempt.mode is RelayMode.CHAT and not is_claude(attempt.model):
+            await images.prefetch_chat_images(attempt.request.body)  # Gemini takes bytes
 
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         account = channel_account(attempt)
