@@ -9,6 +9,7 @@ from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from channels_mgmt.models import Channel
 from channels_mgmt.serializers import (
@@ -59,7 +60,7 @@ class ChannelForm(ConsoleForm):
     type = forms.TypedChoiceField(label=_("Type"), coerce=int)
     name = forms.CharField(label=_("Name"), max_length=NAME_MAX, required=False)
     key = forms.CharField(
-        label=_("Key"),
+        label=pgettext_lazy("channel", "Key"),  # DRF has its own "Key" (键)
         required=False,
         strip=False,
         widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),

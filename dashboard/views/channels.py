@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from channels_mgmt import balance, services, tasks, testing
@@ -323,7 +324,9 @@ def channels_delete_disabled(request: HttpRequest) -> HttpResponse:
         question = _("Delete every disabled channel (manually or automatically disabled)?")
         return _confirm(request, question, reverse("dashboard:channels-delete-disabled"))
     count = services.delete_disabled_channels()
-    text = _("%(count)d disabled channels deleted.") % {"count": count}
+    text = ngettext(
+        "%(count)d disabled channel deleted.", "%(count)d disabled channels deleted.", count
+    ) % {"count": count}
     if wants_fragment(request):
         response = render_fragment(
             request, "console/partials/channel_table.html", _table_context(request)
