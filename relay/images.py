@@ -14,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import io
 import ipaddress
 import logging
 import re
 import socket
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import imagesize
@@ -34,6 +36,9 @@ from django.conf import settings
 from yarl import URL
 
 from relay.errors import RelayError
+
+if TYPE_CHECKING:
+    from relay.http import Request
 
 logger = logging.getLogger(__name__)
 
@@ -375,22 +380,29 @@ async def fetch_all(urls: list[str]) -> list[InlineImage | ImageFetchError]:
 
 # ---------------------------------------------------------------------- inlining
 
-# The images fetched for the request being relayed: an adaptor's async `prepare` fills it,
-# its synchronous `build_request` (same task, right after) reads it. A retry on another
-# channel finds what the first try fetched.
-_inlined: ContextVar[dict[str, InlineImage] | None] = ContextVar("inlined_images", default=None)
+# The images fetched for each request being relayed, kept until the request object is
+# collected: an adaptor's async `prepare` fetches them, its synchronous `build_request`
+# reads them inside `inlining(request)`. A retry on another channel finds them fetched.
+_fetched: dict[int, dict[str, InlineImage]] = {}
+_active: ContextVar[dict[str, InlineImage] | None] = ContextVar("inline_images", default=None)
 
 
 def is_remote(url: object) -> bool:
     return isinstance(url, str) and url.startswith(("http://", "https://"))
 
 
-async def prefetch(urls: Iterable[str]) -> None:
-    """Fetch the http(s) images an upstream needs inline; the first failure is a 400."""
-    fetched = _inlined.get()
+def _fetched_for(request: Request) -> dict[str, InlineImage]:
+    key = id(request)
+    fetched = _fetched.get(key)
     if fetched is None:
-        fetched = {}
-        _inlined.set(fetched)
+        fetched = _fetched[key] = {}
+        weakref.finalize(request, _fetched.pop, key, None)
+    return fetched
+
+
+async def prefetch(request: Request, urls: Iterable[str]) -> None:
+    """Fetch the http(s) images an upstream needs inline; the first failure is a 400."""
+    fetched = _fetched_for(request)
     wanted = list(dict.fromkeys(url for url in urls if is_remote(url) and url not in fetched))
     if not wanted:
         return
@@ -402,23 +414,33 @@ async def prefetch(urls: Iterable[str]) -> None:
         fetched[url] = result
 
 
-async def prefetch_chat_images(body: bytes) -> None:
-    """Prefetch the http(s) images of a chat request body (OpenAI's format), for an
-    adaptor's `prepare`."""
-    if b'"http' not in body:  # spares parsing the many bodies without any URL
+async def prefetch_chat_images(request: Request) -> None:
+    """Prefetch the http(s) images of a chat request (OpenAI's format), for an adaptor's
+    `prepare`."""
+    if b'"http' not in request.body:  # spares parsing the many bodies without any URL
         return
     try:
-        payload = orjson.loads(body)
+        payload = orjson.loads(request.body)
     except orjson.JSONDecodeError:
         return
     if isinstance(payload, dict):
-        await prefetch(url for url, _ in image_parts(payload.get("messages")))
+        await prefetch(request, (url for url, _ in image_parts(payload.get("messages"))))
+
+
+@contextlib.contextmanager
+def inlining(request: Request) -> Iterator[None]:
+    """Within: `inlined` answers from the images prefetched for `request`."""
+    token = _active.set(_fetched.get(id(request)))
+    try:
+        yield
+    finally:
+        _active.reset(token)
 
 
 def inlined(url: str) -> InlineImage | None:
-    """The prefetched image of an http(s) URL; None when the request was not prefetched
-    (the adaptor then does what it did before: refuses, or passes the URL on)."""
-    fetched = _inlined.get()
+    """The prefetched image of an http(s) URL; None when none was (the adaptor then does
+    what it did before: refuses, or passes the URL on)."""
+    fetched = _active.get()
     return fetched.get(url) if fetched else None
 
 

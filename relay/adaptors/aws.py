@@ -590,7 +590,7 @@ class NativeBedrockStream(BedrockStream):
 class AwsAdaptor(Adaptor):
     async def prepare(self, attempt: Attempt) -> None:
         if attempt.mode is RelayMode.CHAT and bedrock_model(attempt.model)[0] is Family.CLAUDE:
-            await images.prefetch_chat_images(attempt.request.body)
+            await images.prefetch_chat_images(attempt.request)
 
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         native = attempt.mode is RelayMode.MESSAGES
@@ -603,7 +603,8 @@ class AwsAdaptor(Adaptor):
         if native:
             payload = native_claude_body(body.payload, attempt.request.header("anthropic-beta"))
         elif family is Family.CLAUDE:
-            payload = claude_body(body.payload, attempt.request.header("anthropic-beta"))
+            with images.inlining(attempt.request):
+                payload = claude_body(body.payload, attempt.request.header("anthropic-beta"))
         else:
             payload = llama_body(body.payload)
         content = orjson.dumps(payload)

@@ -774,11 +774,12 @@ class GeminiStream:
 class GeminiAdaptor(Adaptor):
     async def prepare(self, attempt: Attempt) -> None:
         if attempt.mode is RelayMode.CHAT:
-            await images.prefetch_chat_images(attempt.request.body)
+            await images.prefetch_chat_images(attempt.request)
 
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         if attempt.mode is RelayMode.CHAT:
-            payload = convert_request(body.payload)
+            with images.inlining(attempt.request):
+                payload = convert_request(body.payload)
             action = "streamGenerateContent?alt=sse" if attempt.stream else "generateContent"
         elif attempt.mode is RelayMode.EMBEDDINGS:
             payload = convert_embedding_request(body.payload, attempt.model)

@@ -450,11 +450,12 @@ def request_headers(attempt: Attempt) -> dict[str, str]:
 class OllamaAdaptor(Adaptor):
     async def prepare(self, attempt: Attempt) -> None:
         if attempt.mode is RelayMode.CHAT:
-            await images.prefetch_chat_images(attempt.request.body)
+            await images.prefetch_chat_images(attempt.request)
 
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         if attempt.mode is RelayMode.CHAT:
-            payload = convert_request(body.payload, attempt.model, attempt.stream)
+            with images.inlining(attempt.request):
+                payload = convert_request(body.payload, attempt.model, attempt.stream)
             path = "/api/chat"
         elif attempt.mode is RelayMode.EMBEDDINGS:
             payload = convert_embedding_request(body.payload, attempt.model)

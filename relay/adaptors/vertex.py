@@ -403,17 +403,18 @@ class VertexAIAdaptor(Adaptor):
 
     async def prepare(self, attempt: Attempt) -> None:
         if attempt.mode is RelayMode.CHAT and not is_claude(attempt.model):
-            await images.prefetch_chat_images(attempt.request.body)  # Gemini takes bytes
+            await images.prefetch_chat_images(attempt.request)  # Gemini takes bytes
 
     def build_request(self, attempt: Attempt, body: OpenAIBody) -> UpstreamRequest:
         account = channel_account(attempt)
         claude = is_claude(attempt.model)
         if attempt.mode is RelayMode.CHAT:
-            payload = (
-                claude_request(body.payload, attempt.model)
-                if claude
-                else gemini.convert_request(body.payload)
-            )
+            with images.inlining(attempt.request):
+                payload = (
+                    claude_request(body.payload, attempt.model)
+                    if claude
+                    else gemini.convert_request(body.payload)
+                )
             action = chat_action(attempt.model, attempt.stream)
         elif attempt.mode is RelayMode.MESSAGES and claude:
             payload = native_claude_request(body.payload)

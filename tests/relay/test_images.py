@@ -10,12 +10,14 @@ import base64
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from django.test import override_settings
 
 from oneapi.options import OptionSnapshot
 from relay import images, usage
 from relay.errors import RelayError
+from relay.http import Request
 from tests.fakes.image_host import FakeImageHost, jpeg, png
 
 ALLOW_PRIVATE = override_settings(IMAGE_FETCH_ALLOW_PRIVATE=True)
@@ -38,6 +40,10 @@ def measure(url: str) -> images.Size | images.ImageFetchError:
 
 def fetch(url: str) -> images.InlineImage | images.ImageFetchError:
     return asyncio.run(images.fetch_all([url]))[0]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def refusal(result: object) -> str:
@@ -253,11 +259,29 @@ def test_images_of_a_request_are_fetched_concurrently(host: FakeImageHost) -> No
     assert time.monotonic() - started < 5  # one 3 s wait, not four
 
 
+def request_naming(*urls: str) -> Request:
+    parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+    body = orjson.dumps({"messages": [{"role": "user", "content": parts}]})
+    return Request("POST", "/v1/chat/completions", b"", {}, body, "127.0.0.1", "req-1")
+
+
 def test_a_failed_prefetch_is_a_client_error() -> None:
-    async def prefetch() -> None:
-        await images.prefetch(["http://169.254.169.254/latest/meta-data/"])
+    request = request_naming("http://169.254.169.254/latest/meta-data/")
 
     with pytest.raises(RelayError) as caught:
-        asyncio.run(prefetch())
+        asyncio.run(images.prefetch_chat_images(request))
     assert (caught.value.status, caught.value.code) == (400, "invalid_image_url")
     assert "169.254.169.254 is a private address" in caught.value.message
+
+
+def test_prefetched_images_belong_to_their_request(host: FakeImageHost) -> None:
+    url = f"{host.base_url}/png/5x5.png"
+    mine, other = request_naming(url), request_naming(url)
+    with ALLOW_PRIVATE:
+        asyncio.run(images.prefetch_chat_images(mine))
+
+    with images.inlining(mine):
+        assert images.inlined(url) == images.InlineImage("image/png", b64(png(5, 5)))
+    assert images.inlined(url) is None
+    with images.inlining(other):
+        assert images.inlined(url) is None
