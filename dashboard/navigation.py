@@ -6,7 +6,7 @@ admin entries below appear by themselves once their pages are added to `dashboar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -76,4 +76,6 @@ def links(request: HttpRequest, user: User | None) -> list[NavLink]:
             continue
         current = path == url if url == "/" else path == url or path.startswith(url + "/")
         result.append(NavLink(url, item.label, item.icon, item.section, current))
-    return result
+    # Only the closest entry is current: /setting/system is System settings, not Settings.
+    closest = max((len(link.url) for link in result if link.current), default=0)
+    return [replace(link, current=link.current and len(link.url) == closest) for link in result]

@@ -7,6 +7,7 @@ is saved all or nothing: one invalid value and no option of the group changes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -404,6 +405,8 @@ def field_states(
             value = ""
         elif submitted is not None and item.key in submitted:
             value = submitted[item.key]
+        elif item.kind == JSON:
+            value = pretty_json(current)
         else:
             value = current
         states.append(FieldState(item, value, bool(current), (errors or {}).get(item.key, "")))
@@ -431,9 +434,26 @@ def changes(grp: Group, values: Mapping[str, str]) -> dict[str, str]:
             value = value.strip()
         if item.secret and not value:
             continue
+        if item.kind == JSON and same_json(value, stored.get(item.key, "")):
+            continue  # shown indented, stored as it was written: not a change
         if value != stored.get(item.key, ""):
             changed[item.key] = value
     return changed
+
+
+def pretty_json(text: str) -> str:
+    """A JSON option indented one entry a line, for editing; anything unparsable as is."""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def same_json(first: str, second: str) -> bool:
+    try:
+        return bool(json.loads(first) == json.loads(second))
+    except ValueError:
+        return False
 
 
 class OptionError(Exception):

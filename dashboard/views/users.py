@@ -71,6 +71,11 @@ class UserRow:
     def is_admin(self) -> bool:
         return self.user["role"] >= Role.ADMIN
 
+    @property
+    def is_root(self) -> bool:
+        """Root can be edited, never disabled, demoted or deleted (the services refuse)."""
+        return self.user["role"] >= Role.ROOT
+
 
 def user_row(viewer: User, user: dict[str, Any]) -> UserRow:
     manageable = viewer.role > user["role"] or viewer.role == Role.ROOT

@@ -193,6 +193,24 @@ def test_valid_ratio_json_is_saved_and_used(people: People) -> None:
     assert set(stored()) == {"ModelRatio", "GroupRatio"}
 
 
+def test_json_is_shown_indented_and_an_unchanged_one_is_not_rewritten(people: People) -> None:
+    options.set_option("GroupRatio", '{"default":1,"vip":0.5}')
+    html = page_html(people.client("root").get("/setting/system/ratios"))
+    assert "{\n  &quot;default&quot;: 1,\n  &quot;vip&quot;: 0.5\n}" in html
+    response = post_group(
+        people,
+        "ratios",
+        "ratios",
+        {
+            "ModelRatio": options.get_str("ModelRatio"),
+            "CompletionRatio": options.get_str("CompletionRatio"),
+            "GroupRatio": '{\n  "default": 1,\n  "vip": 0.5\n}',
+        },
+    )
+    assert response.status_code == 302
+    assert stored() == {"GroupRatio": '{"default":1,"vip":0.5}'}
+
+
 def test_group_rate_limits_are_validated(people: People) -> None:
     response = post_group(
         people, "ratios", "rate-limits", {"GroupRateLimits": '{"vip": {"rpm": -1}}'}, **ENGLISH
