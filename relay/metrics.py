@@ -152,6 +152,13 @@ class RequestTracker:
     def __post_init__(self) -> None:
         self.attempt_started = self.started
 
+    def response_started(self, status: int, body: bytes | None = None) -> None:
+        """The status going out; `body` is an error answer's body, for its error type. The
+        relay's own layer calls this instead of wrapping `send` (a coroutine per message)."""
+        self.status = status
+        if status >= 400 and body is not None:
+            ERRORS.labels(error_type(body)).inc()
+
     def wrap(self, send: Send) -> Send:
         async def observed_send(message: dict[str, Any]) -> None:
             kind = message["type"]
