@@ -336,10 +336,12 @@ async def _stream_frames(
                     if frame is not None:
                         yield frame
                     continue
-                for line in splitter.feed(chunk):
-                    frame = translator.accept(line)
-                    if frame is not None:
-                        yield frame
+                # The events of one read go out in one message: as prompt as one by one,
+                # and an upstream that sends its answer at once costs one send, not dozens.
+                frames = [translator.accept(line) for line in splitter.feed(chunk)]
+                joined = b"".join(frame for frame in frames if frame is not None)
+                if joined:
+                    yield joined
             for line in splitter.flush():
                 frame = translator.accept(line)
                 if frame is not None:
