@@ -152,7 +152,11 @@ def test_batch_add_creates_one_channel_per_key_line(people: People) -> None:
     created = list(Channel.objects.order_by("id"))
     assert [c.key for c in created] == ["sk-one", "sk-two"]
     first = created[0]
-    assert (first.name, first.models, first.group) == ("batch", "gpt-4o-mini,gpt-4,my-model", "default,vip")
+    assert (first.name, first.models, first.group) == (
+        "batch",
+        "gpt-4o-mini,gpt-4,my-model",
+        "default,vip",
+    )
     assert (first.priority, first.weight, first.model_mapping) == (2, 3, '{"gpt-4": "gpt-4o"}')
     assert Ability.objects.filter(channel=first).count() == 6  # 2 groups x 3 models
 
@@ -160,7 +164,9 @@ def test_batch_add_creates_one_channel_per_key_line(people: People) -> None:
 def test_bad_model_mapping_is_shown_in_the_form_and_nothing_is_created(people: People) -> None:
     client = people.client("admin")
     fields = {"type": "1", "key": "sk-x", "models": ["gpt-4"], "groups": ["default"]}
-    bad_json = page_html(client.post("/channel/add", {**fields, "model_mapping": "{nope"}, headers=ENGLISH))
+    bad_json = page_html(
+        client.post("/channel/add", {**fields, "model_mapping": "{nope"}, headers=ENGLISH)
+    )
     assert "Not valid JSON" in bad_json and 'name="model_mapping"' in bad_json
     not_strings = page_html(
         client.post("/channel/add", {**fields, "model_mapping": '{"a": 1}'}, headers=ENGLISH)
@@ -260,7 +266,9 @@ def test_inline_priority_and_weight(people: People) -> None:
 def test_disable_enable_and_delete(people: People) -> None:
     channel = make_channel(name="toggle")
     client = people.client("root")
-    html = page_html(client.post(f"/channel/{channel.pk}/status", {"status": "2"}, headers={**HTMX, **ENGLISH}))
+    html = page_html(
+        client.post(f"/channel/{channel.pk}/status", {"status": "2"}, headers={**HTMX, **ENGLISH})
+    )
     assert "Disabled" in html and ">Enable<" in html
     channel.refresh_from_db()
     assert channel.status == ChannelStatus.MANUALLY_DISABLED
@@ -341,3 +349,12 @@ def test_both_themes_render_the_pages(people: People, theme: str) -> None:
         html = page_html(client.get(url))
         assert f'data-theme="{theme}"' in html
         assert "hx-ws-2.min.js" in html
+
+
+def test_pages_speak_chinese(people: People) -> None:
+    make_channel(name="中文")
+    client = people.client("admin")
+    html = page_html(client.get("/channel", headers={"Accept-Language": "zh-hans"}))
+    assert "测试全部渠道" in html and "删除已禁用渠道" in html and "优先级" in html
+    form = page_html(client.get("/channel/add", headers={"Accept-Language": "zh-hans"}))
+    assert "模型重定向" in form and "密钥" in form
