@@ -351,6 +351,8 @@ class Run:
     p99_ms: float
     cpu_per_1k: float = 0.0
     rss_mb: float = 0.0
+    gateway_busy: float = 0.0  # share of the gateway's CPU it used
+    others_busy: float = 0.0  # share of that CPU other processes took (a shared machine)
 
     @property
     def rate(self) -> float:
@@ -453,21 +455,59 @@ def versions() -> str:
 
 
 def row(run: Run, direct: Run | None) -> str:
-    share = f"{run.rate / direct.rate:.2f}" if direct else "1.00"
+    share = f"{run.rate / direct.rate:.4f}" if direct else "1"
     added = f"{run.p50_ms - direct.p50_ms:+.2f}" if direct else ""
     cpu = f"{run.cpu_per_1k:.2f}" if run.cpu_per_1k else ""
     rss = f"{run.rss_mb:.0f}" if run.rss_mb else ""
+    busy = f"{run.gateway_busy:.0%} / {run.others_busy:.0%}" if run.cpu_per_1k else ""
     return (
         f"| {run.label} | {run.mode} | {run.concurrency} | {run.rate:,.0f} | {share} | "
-        f"{run.p50_ms:.2f} | {run.p99_ms:.2f} | {added} | {cpu} | {rss} | {run.errors} |"
+        f"{run.p50_ms:.2f} | {run.p99_ms:.2f} | {added} | {cpu} | {busy} | {rss} | "
+        f"{run.errors} |"
     )
 
 
 HEADER = (
     "| server | mode | c | req/s | × direct | p50 ms | p99 ms | added p50 ms | "
-    "CPU s / 1k req | RSS MB | errors |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "CPU s / 1k req | CPU 0: gateway / others | RSS MB | errors |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def cpu_busy_seconds(cpu: str | None) -> float:
+    """Seconds CPU `cpu` was busy so far (all processes), from /proc/stat."""
+    if cpu is None:
+        return 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line.split()[1:9])
+            return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+    return 0.0
+
+
+def measured(
+    gw: Gateway, url: str, mode: str, concurrency: int, seconds: int, cpus: tuple[str | None, ...]
+) -> Run:
+    """One wrk run through the gateway, with the CPU it and its neighbours used meanwhile."""
+    gateway_cpu, load_cpu = cpus
+    own, busy = gw.cpu_seconds(), cpu_busy_seconds(gateway_cpu)
+    run = wrk(url, f"sk-{KEY}", mode, concurrency, seconds, load_cpu)
+    own, busy = gw.cpu_seconds() - own, cpu_busy_seconds(gateway_cpu) - busy
+    run.cpu_per_1k = own / max(run.requests, 1) * 1000
+    run.gateway_busy = own / run.seconds
+    run.others_busy = max(busy - own, 0.0) / run.seconds if gateway_cpu is not None else 0.0
+    run.rss_mb = gw.rss_mb()[0]
+    return run
+
+
+def soak(gw: Gateway, url: str, total: int, cpus: tuple[str | None, ...]) -> tuple[int, list[str]]:
+    """Non-streaming c=32 until `total` requests: RSS after each slice, to see it level off."""
+    served, points = 0, []
+    while served < total:
+        run = measured(gw, url, "json", 32, 5, cpus)
+        served += run.requests
+        points.append(f"{served // 1000}k: {run.rss_mb:.0f}")
+    return served, points
 
 
 def write_results(text: str) -> None:
@@ -499,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="json,sse", help="json (non-streaming), sse")
     parser.add_argument("--servers", default="daphne,uvicorn", help=f"of {', '.join(SERVERS)}")
     parser.add_argument("--slow-gap", type=float, default=0.2, help="seconds between slow chunks")
+    parser.add_argument(
+        "--soak", type=int, default=0, help="then this many more requests, watching RSS"
+    )
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     parser.add_argument(
         "--profile",
@@ -513,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = args.servers.split(",")
     many_cpus = (os.cpu_count() or 1) >= 2
     gateway_cpu, load_cpu = ("0", "1") if many_cpus else (None, None)
+    cpus = (gateway_cpu, load_cpu)
     load_before = uptime_load()
     runs: list[Run] = []
     problems: list[str] = []
@@ -542,11 +586,8 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in modes:
                     profiler = profile(gw, args.profile, f"{server}-{mode}")
                     for concurrency in concurrencies:
-                        cpu = gw.cpu_seconds()
-                        run = wrk(url, f"sk-{KEY}", mode, concurrency, args.seconds, load_cpu)
+                        run = measured(gw, url, mode, concurrency, args.seconds, cpus)
                         run.label = server
-                        run.cpu_per_1k = (gw.cpu_seconds() - cpu) / max(run.requests, 1) * 1000
-                        run.rss_mb = gw.rss_mb()[0]
                         runs.append(run)
                         served += run.requests
                         print(row(run, directs[mode, concurrency]), flush=True)
@@ -556,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
                         profiler.send_signal(signal.SIGINT)
                         profiler.wait()
                 gaps = slow_stream_gaps(gw.port)
+                soaked, rss_curve = soak(gw, url, args.soak, cpus) if args.soak else (0, [])
+                served += soaked
                 upstream = upstream_count(tmp) - upstream_before + 1  # + the slow stream
                 after = settled_books(before, upstream)
                 peak = gw.rss_mb()[1]
@@ -571,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"quota {after.log_quota - before.log_quota}"
                 f": the books {verdict}. Peak RSS {peak:.0f} MB. Slow stream "
                 f"(one chunk every {args.slow_gap * 1000:.0f} ms) arrived {gap_text} ms apart."
+                + (f" RSS (MB) after requests: {', '.join(rss_curve)}." if rss_curve else "")
             )
             print(lines[-1], flush=True)
     load_after = uptime_load()
