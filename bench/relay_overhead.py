@@ -6,10 +6,11 @@
 Needs `wrk` and `nginx` (Debian: `apt-get install wrk nginx-light`). With two or more CPUs the
 gateway is pinned to CPU 0 and nginx + wrk to CPU 1 (taskset), as in the performance issue.
 
-Every request through the gateway is a real billed request (key auth, routing, reservation,
-settlement, consume log): a throwaway database with one user, one limited key and three
-channels (fixed JSON answer, fixed SSE stream, a slow stream) is built under a temporary
-DATA_DIR. After each server's runs the script checks the books: consume logs == upstream
+The database is a throwaway SQLite file under a temporary DATA_DIR, or the one SQL_DSN names
+when set (an empty scratch database: the run adds a user and channels). Every request through
+the gateway is a real billed request (key auth, routing, reservation, settlement, consume log)
+by one user with one limited key over three channels (fixed JSON answer, fixed SSE stream, a
+slow stream). After each server's runs the script checks the books: consume logs == upstream
 requests nginx served for the gateway, every log carries the same quota, and the user's
 `used_quota`/`request_count` and the key's `remain_quota` moved by exactly the sums.
 
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -42,7 +44,9 @@ from oneapi.cli import SERVERS, web_command
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 
-KEY = "b" * 48
+# Fresh per run: the books are read by this user, and keys are unique across a database.
+USERNAME = f"bench{secrets.randbelow(10**8)}"
+KEY = secrets.token_hex(24)
 KEY_QUOTA = 10**15
 MODELS = {"json": "gpt-3.5-turbo", "sse": "gpt-4o-mini", "slow": "gpt-4o"}
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark."}]
@@ -198,7 +202,7 @@ def prepare_database(data_dir: Path, mock_port: int, slow_port: int) -> None:
     from billing.models import ApiKey
     from channels_mgmt.services import create_channels
 
-    user = User.objects.create_user("bench", "benchpass", quota=KEY_QUOTA)
+    user = User.objects.create_user(USERNAME, "benchpass", quota=KEY_QUOTA)
     ApiKey.objects.create(user=user, key=KEY, name="bench", remain_quota=KEY_QUOTA)
     bases = {
         "json": f"http://127.0.0.1:{mock_port}/gw/json",
@@ -234,9 +238,9 @@ class Books:
         from accounts.models import User
         from billing.models import ApiKey, Log, LogType
 
-        logs = Log.objects.filter(type=LogType.CONSUME, username="bench")
+        logs = Log.objects.filter(type=LogType.CONSUME, username=USERNAME)
         totals = logs.aggregate(n=Count("id"), quota=Sum("quota"))
-        user = User.objects.get(username="bench")
+        user = User.objects.get(username=USERNAME)
         return Books(
             logs=totals["n"],
             log_quota=totals["quota"] or 0,
