@@ -230,26 +230,30 @@ def audit(fault: str, books: Books, outcomes: Sequence[Outcome]) -> Row:
     channels = Channel.objects.filter(pk__in=[c.pk for c in books.channels])
     channel_quota = sum(c.used_quota for c in channels)
     channel_requests = sum(c.request_count for c in channels)
-    counters = {
-        "user.request_count": user.request_count,
-        "key.request_count": key.request_count,
-        "channels.request_count": channel_requests,
+    # The channels may also have served other users (a test's probes): all their logs count.
+    channel_logs = Log.objects.filter(channel_id__in=[c.pk for c in books.channels])
+    channel_count = channel_logs.count()
+    channel_total = sum(channel_logs.values_list("quota", flat=True))
+    counters = {  # name: (value, expected)
+        "user.request_count": (user.request_count, count),
+        "key.request_count": (key.request_count, count),
+        "channels.request_count": (channel_requests, channel_count),
     }
     balances = {
-        "user.quota": books.user.quota - user.quota,
-        "user.used_quota": user.used_quota,
-        "key.remain_quota": books.key.remain_quota - key.remain_quota,
-        "key.used_quota": key.used_quota,
-        "channels.used_quota": channel_quota,
+        "user.quota": (books.user.quota - user.quota, total),
+        "user.used_quota": (user.used_quota, total),
+        "key.remain_quota": (books.key.remain_quota - key.remain_quota, total),
+        "key.used_quota": (key.used_quota, total),
+        "channels.used_quota": (channel_quota, channel_total),
     }
     # In records: a counter off by k means k charges not applied (or applied twice).
-    off_by = max(abs(value - count) for value in counters.values())
-    for name, value in counters.items():
-        if value != count:
-            notes.append(f"{name} {value} != {count} logs")
-    quota_off = [name for name, value in balances.items() if value != total]
+    off_by = max(abs(value - expected) for value, expected in counters.values())
+    for name, (value, expected) in counters.items():
+        if value != expected:
+            notes.append(f"{name} {value} != {expected} logs")
+    quota_off = [name for name, (value, expected) in balances.items() if value != expected]
     for name in quota_off:
-        notes.append(f"{name} moved by {balances[name]} != {total} logged")
+        notes.append(f"{name} moved by {balances[name][0]} != {balances[name][1]} logged")
     lost = missing + doubled + off_by + (1 if quota_off and not off_by else 0)
 
     ok = sum(1 for o in outcomes if o.kind == OK)

@@ -34,12 +34,14 @@ from billing.models import ApiKey, Log
 from channels_mgmt.models import Channel, ChannelStatus
 from oneapi import options
 from tests.conftest import REQUIRE_SERVICES, dsn_for, free_port, service_reachable
+from tests.factories import make_user
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.integration.faults.load import (
     CONNECTION,
     CUT,
     OK,
+    USER_QUOTA,
     Books,
     Outcome,
     Row,
@@ -339,10 +341,14 @@ def test_5_redis_restarted_under_load_loses_nothing_and_limits_come_back(
     )
 
     # then: rate limits are enforced again, in the new Redis and across both nodes
+    # (another user's key, so that its charges stay out of the books audited below)
     limited = ApiKey.objects.create(
-        user=books.user, key=secrets.token_hex(24), name="rpm 3", remain_quota=0
+        user=make_user(quota=USER_QUOTA),
+        key=secrets.token_hex(24),
+        name="rpm 3",
+        rpm_limit=3,
+        unlimited_quota=True,
     )
-    ApiKey.objects.filter(pk=limited.pk).update(unlimited_quota=True, rpm_limit=3)
     statuses = [chat(urls[n % 2], "sk-" + limited.key).status_code for n in range(4)]
     stop_and_check_drained(nodes)
 
