@@ -15,10 +15,11 @@ import contextlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import connections
 from django.template.loader import render_to_string
 from django.utils import translation
 
@@ -80,14 +81,21 @@ class ChannelTestConsumer(AsyncWebsocketConsumer):
     async def test_all(self, scope: str) -> None:
         self.tested = 0
         try:
-            summary = await database_sync_to_async(testing.test_all_channels)(
-                scope, self.sync_result
-            )
+            # A thread of its own, not the shared one of database_sync_to_async: a run takes
+            # minutes, and every other consumer's database access (the sign-in of each new
+            # socket) would wait for it.
+            summary = await sync_to_async(self.run_tests, thread_sensitive=False)(scope)
         except testing.TestsAlreadyRunning:
             await self.send(text_data=await self.status("busy"))
         else:
             await self.send(text_data=await self.status("done", summary=summary))
         await self.close(code=NORMAL)
+
+    def run_tests(self, scope: str) -> testing.RunSummary:
+        try:
+            return testing.test_all_channels(scope, self.sync_result)
+        finally:
+            connections.close_all()  # this pool thread's own connections
 
     def sync_result(self, channel: Channel, outcome: testing.Outcome) -> None:
         """In the run's thread, after each channel: its refreshed row cells to the page."""

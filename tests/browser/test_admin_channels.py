@@ -42,6 +42,13 @@ def upstream() -> Iterator[FakeOpenAI]:
         yield fake
 
 
+def at_rest(page: Any) -> None:
+    """After a boosted navigation: the request is done and htmx has settled the new content
+    (its attributes bound), so the next change event reaches htmx."""
+    page.wait_for_function("!document.documentElement.classList.contains('is-loading')")
+    page.wait_for_timeout(100)  # htmx settles 20 ms after the swap
+
+
 def root_user() -> User:
     root = ensure_root_account() or User.objects.get(username="root")
     set_password(root, PASSWORD)
@@ -57,6 +64,8 @@ def test_root_adds_tests_and_tunes_a_channel_then_uses_it(
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Channels").click()
     expect(page).to_have_url(re.compile(r"/channel$"))
     page.get_by_role("link", name="Add channel").click()
+    expect(page).to_have_url(re.compile(r"/channel/add$"))
+    at_rest(page)
 
     # The form follows the type.
     page.get_by_label("Type", exact=True).select_option(label="Azure (3)")
@@ -83,7 +92,10 @@ def test_root_adds_tests_and_tunes_a_channel_then_uses_it(
     expect(page.locator(".field.has-error")).to_contain_text("Not valid JSON")
     assert not Channel.objects.filter(name="ui channel").exists()
 
-    page.get_by_label("Model mapping").fill("")
+    at_rest(page)  # the page came back with the error
+    mapping = page.get_by_label("Model mapping")
+    mapping.fill("")
+    expect(mapping).to_have_value("")
     page.get_by_role("button", name="Create").click()
     expect(page).to_have_url(re.compile(r"/channel$"))
     channel = Channel.objects.get(name="ui channel")
@@ -104,6 +116,7 @@ def test_root_adds_tests_and_tunes_a_channel_then_uses_it(
     # Test all: each row gets its result over the websocket as the run goes.
     broken = make_channel(name="broken", base_url=upstream.base_url, key="sk-wrong")
     page.reload()
+    at_rest(page)
     page.get_by_role("button", name="Test all channels").click()
     run = page.locator("#channel-test-run")
     expect(run).to_contain_text("Test finished: 2 tested, 1 failed.", timeout=30_000)
@@ -115,6 +128,9 @@ def test_root_adds_tests_and_tunes_a_channel_then_uses_it(
         page.locator(f"#channel-{channel.pk}-response [data-test-result='passed']")
     ).to_be_visible()
     screenshot(page, "channels")
+    page.emulate_media(color_scheme="dark")
+    screenshot(page, "channels-dark")
+    page.emulate_media(color_scheme="light")
 
     # Priority in place.
     priority = row.get_by_label(f"Priority of channel {channel.pk}")
@@ -135,6 +151,7 @@ def test_root_adds_tests_and_tunes_a_channel_then_uses_it(
         what="the server to route the new channel",
     )
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Logs").click()
+    at_rest(page)
     page.get_by_label("Follow new entries").check()
     expect(page.locator("#log-follow")).to_be_visible()
     page.wait_for_timeout(500)  # the socket opens
