@@ -71,6 +71,7 @@ class AppliedBatch:
     records: int = 0
     user_charges: dict[int, int] = field(default_factory=dict)
     key_charges: dict[int, int] = field(default_factory=dict)
+    logs: list[dict[str, Any]] = field(default_factory=list)  # the Log fields written
 
 
 def _read_complete_lines(path: Path, offset: int) -> tuple[list[UsageRecord], int]:
@@ -98,6 +99,7 @@ def apply_journal(path: Path) -> AppliedBatch:
         mark.offset = new_offset
         mark.save(update_fields=["offset", "updated_at"])
     batch.records = len(records)
+    batch.logs = [record.log for record in records if record.log is not None]
     return batch
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from django.conf import settings
 
 from accounts.models import User
+from billing import log_stream
 from billing.journal import (
     AppliedBatch,
     Journal,
@@ -52,7 +53,7 @@ class Runtime:
             self.ledger,
             writeback_interval() if interval is None else interval,
             after_flush=self.reload_stale_balances,
-            on_applied=self.announce_applied,
+            on_applied=self.applied,
         )
         self._key_ids: dict[str, int] = {}
         self._stale_users: set[int] = set()
@@ -95,6 +96,10 @@ class Runtime:
     @property
     def writer_id(self) -> str:
         return self.journal.path.name
+
+    def applied(self, batch: AppliedBatch) -> None:
+        self.announce_applied(batch)
+        log_stream.publish_logs(batch.logs)  # to the console's live log views
 
     def announce_applied(self, batch: AppliedBatch) -> None:
         """Other nodes hold these balances in their own ledgers: tell them to reload, so
