@@ -299,9 +299,13 @@ class PrivateRedis:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def restart(self) -> None:
-        self.kill()
-        self.start()
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture
@@ -320,27 +324,35 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         server.kill()
 
 
-def test_5_redis_restarted_under_load_loses_nothing_and_limits_come_back(
+@pytest.mark.parametrize(
+    "fault",
+    ["5 Redis killed, restarted empty", "5b Redis frozen 2 s (SIGSTOP)"],
+    ids=["killed", "frozen"],
+)
+def test_5_redis_failing_under_load_loses_nothing_and_limits_come_back(
     books: Books,
     servers: list[DaphneServer],
     private_redis: PrivateRedis,
     tmp_path: Path,
     fault_table: list[Row],
+    fault: str,
 ) -> None:
+    # given: the load's key has a rate limit (far above the load), so every request takes
+    # the Redis path of the rate limiter too
+    ApiKey.objects.filter(pk=books.key.pk).update(rpm_limit=100_000)
     env = node_env(REDIS_CONN_STRING=private_redis.url, SYNC_FREQUENCY="3600")
     nodes = start(servers, tmp_path, env, count=2)
     urls = [n.base_url for n in nodes]
 
-    # when: Redis dies a second into the load and is back (empty) 1.5 s later
-    outcomes = run_load(
-        urls,
-        books.api_key,
-        80,
-        duration=4.0,
-        during=[(1.0, private_redis.kill), (2.5, private_redis.start)],
-    )
+    # when: a second into the load Redis dies and is back (empty) 1.5 s later, or it stops
+    # answering for 2 s (a frozen process: connections open, nothing read)
+    if "killed" in fault:
+        during = [(1.0, private_redis.kill), (2.5, private_redis.start)]
+    else:
+        during = [(1.0, private_redis.freeze), (3.0, private_redis.thaw)]
+    outcomes = run_load(urls, books.api_key, 80, duration=4.0, during=during)
 
-    # then: rate limits are enforced again, in the new Redis and across both nodes
+    # then: rate limits are enforced again, in Redis and across both nodes
     # (another user's key, so that its charges stay out of the books audited below)
     limited = ApiKey.objects.create(
         user=make_user(quota=USER_QUOTA),
@@ -352,7 +364,7 @@ def test_5_redis_restarted_under_load_loses_nothing_and_limits_come_back(
     statuses = [chat(urls[n % 2], "sk-" + limited.key).status_code for n in range(4)]
     stop_and_check_drained(nodes)
 
-    row = record(fault_table, "5 Redis restarted", books, outcomes)
+    row = record(fault_table, fault, books, outcomes)
     assert_clean(row, outcomes)
     assert statuses == [200, 200, 200, 429], statuses
 
@@ -366,11 +378,17 @@ def proxied_dsn(proxy: TcpProxy) -> str:
     return dsn_for(settings_dict)
 
 
+@pytest.mark.parametrize(
+    "fault",
+    ["6 database unreachable 2 s", "6b database stalled 2 s"],
+    ids=["cut", "stalled"],
+)
 def test_6_a_database_outage_is_served_from_memory_and_written_back_afterwards(
     books: Books,
     servers: list[DaphneServer],
     tmp_path: Path,
     fault_table: list[Row],
+    fault: str,
 ) -> None:
     needs_shared_database()
     host = connection.settings_dict.get("HOST") or "127.0.0.1"
@@ -384,9 +402,13 @@ def test_6_a_database_outage_is_served_from_memory_and_written_back_afterwards(
         warm = run_load(urls, books.api_key, 2)
         assert [o.kind for o in warm] == [OK, OK], warm
 
-        outcomes = warm + run_load(
-            urls, books.api_key, 80, duration=4.0, during=[(1.0, proxy.cut), (3.0, proxy.restore)]
-        )
+        # when: every connection is reset and new ones refused for 2 s, or nothing gets
+        # through the open ones for 2 s (a stalled network: no error, no answer)
+        if "unreachable" in fault:
+            during = [(1.0, proxy.cut), (3.0, proxy.restore)]
+        else:
+            during = [(1.0, proxy.pause), (3.0, proxy.resume)]
+        outcomes = warm + run_load(urls, books.api_key, 80, duration=4.0, during=during)
 
         # then: once the database is back the write-back catches up while the node runs
         billable = sum(1 for o in outcomes if o.billable)
@@ -395,10 +417,11 @@ def test_6_a_database_outage_is_served_from_memory_and_written_back_afterwards(
             timeout=20,
             what="the write-back to catch up",
         )
-        assert proxy.refused > 0  # the node did try the database during the outage
+        if "unreachable" in fault:
+            assert proxy.refused > 0  # the node did try the database during the outage
         stop_and_check_drained(nodes)
 
-    row = record(fault_table, "6 database unreachable 2 s", books, outcomes)
+    row = record(fault_table, fault, books, outcomes)
     assert_clean(row, outcomes)
     assert (row.ok, row.errors) == (82, 0), kinds(outcomes)
 
