@@ -91,12 +91,9 @@ def servers() -> Iterator[list[DaphneServer]]:
             server.stop()
 
 
-def needs_shared_database() -> None:
+def needs_shared_database(why: str) -> None:
     if connection.settings_dict["ENGINE"].endswith("sqlite3"):
-        pytest.skip(
-            "needs PostgreSQL or MySQL (SQL_DSN): SQLite, the embedded default, is single-node "
-            "and has no connection to cut"
-        )
+        pytest.skip(f"needs PostgreSQL or MySQL (SQL_DSN), as {why}: SQLite is single-node")
 
 
 def node_env(**extra: str) -> dict[str, str]:
@@ -310,7 +307,7 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    needs_shared_database()
+    needs_shared_database("nodes share Redis only in a multi-node deployment")
     if shutil.which("redis-server") is None:
         message = "needs the redis-server binary to start a Redis it may kill"
         if REQUIRE_SERVICES:
@@ -390,7 +387,7 @@ def test_6_a_database_outage_is_served_from_memory_and_written_back_afterwards(
     fault_table: list[Row],
     fault: str,
 ) -> None:
-    needs_shared_database()
+    needs_shared_database("the database is a server reached over TCP")
     host = connection.settings_dict.get("HOST") or "127.0.0.1"
     port = int(connection.settings_dict.get("PORT") or 0) or (
         5432 if connection.vendor == "postgresql" else 3306
@@ -436,7 +433,7 @@ def test_7_a_node_killed_under_load_has_its_journal_recovered(
     tmp_path: Path,
     fault_table: list[Row],
 ) -> None:
-    needs_shared_database()
+    needs_shared_database("two nodes share the database")
     for upstream in upstreams:  # slow answers, so the kill finds requests in flight
         upstream.scenario = "timeout"
         upstream.hang_seconds = 0.4
