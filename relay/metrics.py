@@ -106,6 +106,20 @@ QUOTA = Counter(
     registry=REGISTRY,
 )
 
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: prometheus_client builds and locks on every
+    `labels()` call, and the hot path makes about ten per request. The label sets are the
+    ones the registry keeps anyway (nothing here ever removes a child)."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 # The first path segment (after /v1) -> the route family label; anything else is "other".
 ROUTE_FAMILIES = {
     "chat": "chat",
@@ -157,7 +171,7 @@ class RequestTracker:
         relay's own layer calls this instead of wrapping `send` (a coroutine per message)."""
         self.status = status
         if status >= 400 and body is not None:
-            ERRORS.labels(error_type(body)).inc()
+            child(ERRORS, error_type(body)).inc()
 
     def wrap(self, send: Send) -> Send:
         async def observed_send(message: dict[str, Any]) -> None:
@@ -167,15 +181,15 @@ class RequestTracker:
                 self._error_pending = self.status >= 400
             elif kind == "http.response.body" and self._error_pending:
                 self._error_pending = False
-                ERRORS.labels(error_type(message.get("body", b""))).inc()
+                child(ERRORS, error_type(message.get("body", b""))).inc()
             await send(message)
 
         return observed_send
 
     def finish(self) -> None:
         status = self.status or CLIENT_CLOSED_STATUS
-        REQUESTS.labels(self.route, str(status)).inc()
-        REQUEST_DURATION.labels(self.route).observe(time.perf_counter() - self.started)
+        child(REQUESTS, self.route, str(status)).inc()
+        child(REQUEST_DURATION, self.route).observe(time.perf_counter() - self.started)
         IN_FLIGHT.dec()
 
 
@@ -206,7 +220,7 @@ def error_type(body: bytes) -> str:
 
 
 def record_error(kind: str) -> None:
-    ERRORS.labels(kind).inc()
+    child(ERRORS, kind).inc()
 
 
 # ------------------------------------------------------------------------------ upstreams
@@ -241,9 +255,9 @@ def record_upstream(
     kind = str(channel_type) if channel_type is not None else _channel_type(channel_id)
     outcome = "success" if failed_status is None else "failure"
     klass = "2xx" if failed_status is None else status_class(failed_status)
-    UPSTREAM_ATTEMPTS.labels(channel, kind, outcome, klass).inc()
+    child(UPSTREAM_ATTEMPTS, channel, kind, outcome, klass).inc()
     if latency is not None:
-        UPSTREAM_DURATION.labels(channel, kind, outcome).observe(max(latency, 0.0))
+        child(UPSTREAM_DURATION, channel, kind, outcome).observe(max(latency, 0.0))
 
 
 # --------------------------------------------------------------------------------- usage
@@ -262,10 +276,10 @@ def record_usage(record: UsageRecord) -> None:
     channel = str(record.channel_id)
     log = record.log
     model = str(log.get("model_name") or "") if log else ""
-    QUOTA.labels(model, channel).inc(max(record.quota, 0))
+    child(QUOTA, model, channel).inc(max(record.quota, 0))
     if log:
-        TOKENS.labels(model, channel, "prompt").inc(_count(log.get("prompt_tokens")))
-        TOKENS.labels(model, channel, "completion").inc(_count(log.get("completion_tokens")))
+        child(TOKENS, model, channel, "prompt").inc(_count(log.get("prompt_tokens")))
+        child(TOKENS, model, channel, "completion").inc(_count(log.get("completion_tokens")))
 
 
 # ---------------------------------------------------------------------------- channel health
