@@ -321,12 +321,12 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway(server: str, data_dir: Path, cpu: str | None) -> Iterator[Gateway]:
+def gateway(server: str, data_dir: Path, cpu: str | None, app_root: Path) -> Iterator[Gateway]:
     port = free_port()
     command = web_command(server, "127.0.0.1", port)
-    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONPATH": str(app_root)}
     log = (data_dir / f"{server}.log").open("wb")
-    process = subprocess.Popen(pinned(cpu, command), env=env, cwd=ROOT, stdout=log, stderr=log)
+    process = subprocess.Popen(pinned(cpu, command), env=env, cwd=app_root, stdout=log, stderr=log)
     try:
         wait_for_port(port, 60)
         yield Gateway(process, port)
@@ -546,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--soak", type=int, default=0, help="then this many more requests, watching RSS"
     )
+    parser.add_argument(
+        "--app-root",
+        default=str(ROOT),
+        help="serve the gateway from this copy of the code (A/B runs of a change)",
+    )
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     parser.add_argument(
         "--profile",
@@ -583,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(row(run, None), flush=True)
         for server in servers:
             before, upstream_before, served = Books.read(), upstream_count(tmp), 0
-            with gateway(server, tmp, gateway_cpu) as gw:
+            with gateway(server, tmp, gateway_cpu, Path(args.app_root).resolve()) as gw:
                 url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"
                 for mode in modes:  # warm caches and pools
                     wrk(url, f"sk-{KEY}", mode, 4, 1, load_cpu)
