@@ -21,6 +21,7 @@ batches; `applied()` then moves them from `pending` into `stored`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from relay.errors import RelayError
@@ -75,11 +76,17 @@ def insufficient_key_quota() -> RelayError:
     return RelayError(403, "令牌额度不足", code="pre_consume_token_quota_failed")
 
 
+USER, KEY = "u", "k"  # the two kinds of balance, as `refresh` names them
+
+
 class Ledger:
+    """One process's ledger. `billing.shared_ledger.SharedLedger` extends it across nodes;
+    the hooks below that only matter there are no-ops here."""
+
     def __init__(self) -> None:
         self._users: dict[int, Balance] = {}
         self._keys: dict[int, Balance] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by SharedLedger, which extends these methods
 
     # --- loading -----------------------------------------------------------------------
     def has_user(self, user_id: int) -> bool:
@@ -153,18 +160,58 @@ class Ledger:
         self.settle(reservation, 0)
 
     # --- write-back ------------------------------------------------------------------------
-    def applied(self, user_charges: dict[int, int], key_charges: dict[int, int]) -> None:
-        """Charges now in the database: move them from `pending` into `stored`."""
+    def applying(self, user_charges: Mapping[int, int], key_charges: Mapping[int, int]) -> None:
+        """These charges are about to be committed to the database."""
+
+    def applied(
+        self,
+        user_charges: Mapping[int, int],
+        key_charges: Mapping[int, int],
+        writer: str | None = None,
+    ) -> None:
+        """Charges now in the database: move them from `pending` into `stored`. Charges of
+        another writer (a dead process's journal, recovered) were never in our `pending`:
+        they only lower `stored`."""
         with self._lock:
             for table, charges in ((self._users, user_charges), (self._keys, key_charges)):
                 for balance_id, charged in charges.items():
                     balance = table.get(balance_id)
                     if balance is not None:
                         balance.stored -= charged
-                        balance.pending -= charged
+                        if writer is None:
+                            balance.pending -= charged
+
+    def aborted(self, user_charges: Mapping[int, int], key_charges: Mapping[int, int]) -> None:
+        """The commit announced by `applying` failed."""
+
+    def forget_writer(self, writer: str, users: Iterable[int], keys: Iterable[int]) -> None:
+        """A dead writer's journal is fully applied."""
+
+    def refresh(
+        self, kind: str, ids: Iterable[int], read: Callable[[list[int]], Mapping[int, int]]
+    ) -> set[int]:
+        """Reload balances from the database (`read` returns id -> value). Call it when no
+        write-back of ours is half done. Returns the ids to retry later (none here)."""
+        wanted = list(ids)
+        if wanted:
+            values = read(wanted)
+            load = self.load_user if kind == USER else self.load_key
+            for balance_id in wanted:
+                load(balance_id, values.get(balance_id, 0))
+        return set()
 
     def credit_user(self, user_id: int, amount: int) -> None:
         """A top-up (or any change) committed to the database by someone else."""
         with self._lock:
             if user_id in self._users:
                 self._users[user_id].stored += amount
+
+    # --- upkeep (shared ledgers only) ------------------------------------------------------
+    def heartbeat_and_reassert(self) -> bool:
+        return True
+
+    def missing_balances(self) -> tuple[list[int], list[int]]:
+        return [], []
+
+    def stop(self) -> None:
+        pass
