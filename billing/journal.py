@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from django.db import transaction
 from django.db.models import F
 
 from accounts.models import User
+from billing.ledger import Ledger
 from billing.models import ApiKey, JournalMark, Log, LogType
 from channels_mgmt.models import Channel
 
@@ -72,6 +74,7 @@ class AppliedBatch:
     user_charges: dict[int, int] = field(default_factory=dict)
     key_charges: dict[int, int] = field(default_factory=dict)
     logs: list[dict[str, Any]] = field(default_factory=list)  # the Log fields written
+    marked: bool = False  # `before_commit` ran: the shared ledger expects `applied`/`aborted`
 
 
 def _read_complete_lines(path: Path, offset: int) -> tuple[list[UsageRecord], int]:
@@ -83,14 +86,33 @@ def _read_complete_lines(path: Path, offset: int) -> tuple[list[UsageRecord], in
     return records, offset + end
 
 
-def apply_journal(path: Path) -> AppliedBatch:
-    """Apply the lines of `path` not applied yet; safe to call concurrently and repeatedly."""
+def apply_journal(
+    path: Path, before_commit: Callable[[AppliedBatch], None] | None = None
+) -> AppliedBatch:
+    """Apply the lines of `path` not applied yet; safe to call concurrently and repeatedly.
+
+    `before_commit` sees the batch's charges inside the transaction (the shared ledger marks
+    those balances there); if it ran and the commit then fails, the exception carries the
+    batch as `error.uncommitted`.
+    """
     batch = AppliedBatch()
+    try:
+        _apply_in_transaction(path, batch, before_commit)
+    except Exception as error:
+        if batch.marked:
+            error.uncommitted = batch  # type: ignore[attr-defined]
+        raise
+    return batch
+
+
+def _apply_in_transaction(
+    path: Path, batch: AppliedBatch, before_commit: Callable[[AppliedBatch], None] | None
+) -> None:
     with transaction.atomic():
         mark, _ = JournalMark.objects.select_for_update().get_or_create(journal=path.name)
         records, new_offset = _read_complete_lines(path, mark.offset)
         if not records:
-            return batch
+            return
         # Logs first: request_id is unique, so a replay after a crash between the two steps
         # (possible when logs live in their own database) cannot write a log twice.
         logs = [Log(**record.log) for record in records if record.log is not None]
@@ -98,9 +120,11 @@ def apply_journal(path: Path) -> AppliedBatch:
         _apply_charges(records, batch)
         mark.offset = new_offset
         mark.save(update_fields=["offset", "updated_at"])
-    batch.records = len(records)
-    batch.logs = [record.log for record in records if record.log is not None]
-    return batch
+        batch.records = len(records)
+        batch.logs = [record.log for record in records if record.log is not None]
+        if before_commit is not None:
+            batch.marked = True
+            before_commit(batch)
 
 
 def _apply_charges(records: list[UsageRecord], batch: AppliedBatch) -> None:
@@ -167,18 +191,43 @@ def forget_journal(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def recover_orphaned_journals(directory: Path) -> int:
-    """Apply and delete the journals of dead processes; returns how many records it applied."""
+def recover_orphaned_journals(directory: Path, ledger: Ledger | None = None) -> int:
+    """Apply and delete the journals of dead processes; returns how many records it applied.
+    With a (shared) ledger, their charges also leave the dead writer's pending there."""
     if not directory.is_dir():
         return 0
     applied = 0
     for path in sorted(directory.glob(f"*{SUFFIX}")):
         if not is_orphaned(path):
             continue
-        applied += apply_journal(path).records
+        batch = apply_journal_of(path, ledger, writer=path.name)
+        applied += batch.records
         forget_journal(path)
+        if ledger is not None:
+            ledger.forget_writer(path.name, batch.user_charges, batch.key_charges)
         logger.info("recovered usage journal %s", path.name)
     return applied
+
+
+def apply_journal_of(path: Path, ledger: Ledger | None, writer: str | None = None) -> AppliedBatch:
+    """`apply_journal`, keeping `ledger` in step: marked before the commit, then `applied`
+    (or `aborted` when the commit failed). `writer` None means the ledger's own journal."""
+    if ledger is None:
+        return apply_journal(path)
+
+    def mark(batch: AppliedBatch) -> None:
+        ledger.applying(batch.user_charges, batch.key_charges)
+
+    try:
+        batch = apply_journal(path, before_commit=mark)
+    except Exception as error:
+        uncommitted = getattr(error, "uncommitted", None)
+        if uncommitted is not None:
+            ledger.aborted(uncommitted.user_charges, uncommitted.key_charges)
+        raise
+    if batch.records:
+        ledger.applied(batch.user_charges, batch.key_charges, writer=writer)
+    return batch
 
 
 def consume_log_fields(

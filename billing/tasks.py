@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from celery import shared_task
@@ -7,6 +8,7 @@ from django.conf import settings
 
 from billing.journal import recover_orphaned_journals
 from billing.periodic_tasks import prune_logs_task, send_quota_alerts_task  # noqa: F401 (registers)
+from billing.shared_ledger import ledger_for
 
 
 @shared_task(name="billing.recover_orphaned_journals")
@@ -15,4 +17,5 @@ def recover_orphaned_journals_task() -> int:
 
     A restarted server does this at startup too; the periodic run covers a process that is
     not restarted (a node scaled down, a worker killed by the OOM killer)."""
-    return recover_orphaned_journals(Path(settings.DATA_DIR) / "journal")
+    ledger = ledger_for(f"recovery-{os.getpid()}")
+    return recover_orphaned_journals(Path(settings.DATA_DIR) / "journal", ledger)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from django.db import close_old_connections, connections
 
-from billing.journal import AppliedBatch, Journal, apply_journal
+from billing.journal import AppliedBatch, Journal, apply_journal_of
 from billing.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,18 @@ class WriteBack(threading.Thread):
 
     def flush_once(self) -> int:
         with self._flush_lock:
-            batch = apply_journal(self.journal.path)
-            if batch.records:
-                self.ledger.applied(batch.user_charges, batch.key_charges)
-                if self.on_applied is not None:
-                    self.on_applied(batch)
+            batch = apply_journal_of(self.journal.path, self.ledger)
+            if batch.records and self.on_applied is not None:
+                self.on_applied(batch)
             if self.after_flush is not None:
                 self.after_flush()
             return batch.records
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while a flush runs: balances reloaded under it cannot meet a half-applied
+        batch (committed to the database, not yet moved out of `pending`)."""
+        return self._flush_lock
 
     def wake(self) -> None:
         """Flush now rather than at the end of the interval."""

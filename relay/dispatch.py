@@ -13,9 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
+
 from billing import pricing
 from billing.journal import UsageRecord, consume_log_fields
 from billing.ledger import MustWait, Reservation
+from billing.shared_ledger import BalancesMissing
 from channels_mgmt.selection import ChannelInfo, pick_channel
 from relay import monitor, ratelimit
 from relay.adaptors import Adaptor, UnsupportedChannelType, adaptor_for
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 AttemptFn = Callable[[ChannelInfo], Awaitable[Response | StreamResponse]]
 # How long a request may wait for the concurrency gate of a nearly spent balance.
 GATE_WAIT_SECONDS = 60.0
+# A balance reload races write-backs on other nodes; it is retried this many times.
+MAX_BALANCE_RELOADS = 8
 
 
 def no_channel_error(group: str, model: str) -> RelayError:
@@ -150,9 +155,22 @@ async def reserve(caller: Caller, amount: int, estimate: int | None = None) -> R
     ledger = caller.runtime.ledger
     deadline: float | None = None
     delay = 0.005
+    reloads = 0
     while True:
         try:
             return ledger.reserve(caller.user.id, caller.limited_key_id, amount, estimate)
+        except BalancesMissing as missing:
+            # The shared ledger lost its copy (Redis restarted): reload it from the database.
+            reloads += 1
+            if reloads > MAX_BALANCE_RELOADS:
+                raise RelayError(
+                    503, "额度服务暂不可用，请稍后再试", code="ledger_unavailable"
+                ) from None
+            await sync_to_async(caller.runtime.reload_balances, thread_sensitive=True)(
+                missing.users, missing.keys
+            )
+            if reloads > 1:
+                await asyncio.sleep(0.01 * reloads)
         except MustWait:
             now = time.monotonic()
             deadline = deadline or now + GATE_WAIT_SECONDS

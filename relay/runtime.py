@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.conf import settings
@@ -23,14 +25,26 @@ from billing.journal import (
     forget_journal,
     recover_orphaned_journals,
 )
-from billing.ledger import Ledger, Reservation
+from billing.ledger import KEY, USER, Reservation
 from billing.models import ApiKey
+from billing.shared_ledger import ledger_for
 from billing.writeback import WriteBack
 from oneapi import cache_bus, caching
 from relay import metrics
 from relay.estimates import CostEstimates
 
 logger = logging.getLogger(__name__)
+
+
+UPKEEP_SECONDS = 2.0  # heartbeat (its TTL is 15 s) and re-assertion of the shared ledger
+
+
+def _user_quotas(ids: list[int]) -> dict[int, int]:
+    return dict(User.objects.filter(pk__in=ids).values_list("id", "quota"))
+
+
+def _key_quotas(ids: list[int]) -> dict[int, int]:
+    return dict(ApiKey.objects.filter(pk__in=ids).values_list("id", "remain_quota"))
 
 
 def journal_directory() -> Path:
@@ -45,9 +59,10 @@ def writeback_interval() -> float:
 
 class Runtime:
     def __init__(self, directory: Path, interval: float | None = None) -> None:
-        self.ledger = Ledger()
-        self.estimates = CostEstimates()
         self.journal = Journal(directory)
+        # Both the node id and the writer id of the shared ledger: one journal per process.
+        self.ledger = ledger_for(self.journal.path.name)
+        self.estimates = CostEstimates()
         self.writeback = WriteBack(
             self.journal,
             self.ledger,
@@ -60,21 +75,33 @@ class Runtime:
         self._stale_keys: set[int] = set()
         self._stale_lock = threading.Lock()
         self._stopped = False
+        self._next_upkeep = 0.0
+        self.ledger.heartbeat_and_reassert()  # other nodes must see us alive from the start
 
     # --- balances ------------------------------------------------------------------------
     def has_balances(self, user_id: int, key_id: int | None) -> bool:
         return self.ledger.has_user(user_id) and (key_id is None or self.ledger.has_key(key_id))
 
     def load_balances(self, user_id: int, key: str, key_id: int) -> None:
-        """The cold path (sync): read both balances; entries already known are kept, since
-        their pending charges are not in the database yet."""
+        """The cold path (sync): read the balances this process does not know yet."""
         self._key_ids[key] = key_id
         if not self.ledger.has_user(user_id):
-            quota = User.objects.filter(pk=user_id).values_list("quota", flat=True).first()
-            self.ledger.load_user(user_id, quota or 0)
+            self.reload_balances(users=[user_id])
         if not self.ledger.has_key(key_id):
-            remain = ApiKey.objects.filter(pk=key_id).values_list("remain_quota", flat=True)
-            self.ledger.load_key(key_id, remain.first() or 0)
+            self.reload_balances(keys=[key_id])
+
+    def reload_balances(self, users: Sequence[int] = (), keys: Sequence[int] = ()) -> None:
+        """Read balances from the database into the ledger (sync). Those a concurrent
+        write-back kept the shared ledger from storing are marked stale, to retry after the
+        next flush."""
+        with self.writeback.lock:
+            retry_users = self.ledger.refresh(USER, users, _user_quotas)
+            retry_keys = self.ledger.refresh(KEY, keys, _key_quotas)
+        if retry_users or retry_keys:
+            with self._stale_lock:
+                self._stale_users.update(retry_users)
+                self._stale_keys.update(retry_keys)
+            self.writeback.wake()
 
     def mark_user_stale(self, ident: str) -> None:
         with self._stale_lock:
@@ -125,16 +152,34 @@ class Runtime:
     def reload_stale_balances(self) -> None:
         """Runs under the write-back lock, right after the journal was applied: the database
         then holds every charge that left `pending`, so its values can replace `stored`."""
+        self._upkeep_shared_ledger()
         with self._stale_lock:
             users, self._stale_users = self._stale_users, set()
             keys, self._stale_keys = self._stale_keys, set()
-        if users:
-            for user_id, quota in User.objects.filter(pk__in=users).values_list("id", "quota"):
-                self.ledger.load_user(user_id, quota)
-        if keys:
-            rows = ApiKey.objects.filter(pk__in=keys).values_list("id", "remain_quota")
-            for key_id, remain in rows:
-                self.ledger.load_key(key_id, remain)
+        retry_users = self.ledger.refresh(USER, users, _user_quotas)
+        retry_keys = self.ledger.refresh(KEY, keys, _key_quotas)
+        if retry_users or retry_keys:
+            with self._stale_lock:
+                self._stale_users.update(retry_users)
+                self._stale_keys.update(retry_keys)
+
+    def _upkeep_shared_ledger(self) -> None:
+        """Every few seconds: keep our heartbeat and our fields in the shared ledger, and
+        reload the balances Redis lost (it restarted, or evicted them)."""
+        now = time.monotonic()
+        if now < self._next_upkeep:
+            return
+        self._next_upkeep = now + UPKEEP_SECONDS
+        if not self.ledger.heartbeat_and_reassert():
+            return
+        try:
+            users, keys = self.ledger.missing_balances()
+        except Exception:
+            logger.warning("could not check the shared ledger", exc_info=True)
+            return
+        with self._stale_lock:
+            self._stale_users.update(users)
+            self._stale_keys.update(keys)
 
     # --- charges ---------------------------------------------------------------------------
     def settle(self, reservation: Reservation, record: UsageRecord) -> None:
@@ -161,6 +206,7 @@ class Runtime:
             self.journal.close()
             return
         self.journal.close()
+        self.ledger.stop()
         # Everything is applied: a journal left behind would only be replayed for nothing,
         # or worse, into a database that was rebuilt since (offsets gone with it).
         forget_journal(self.journal.path)
@@ -207,10 +253,10 @@ def start() -> Runtime:
         if _current is not None:
             return _current
         directory = journal_directory()
-        recovered = recover_orphaned_journals(directory)
+        runtime = Runtime(directory)
+        recovered = recover_orphaned_journals(directory, runtime.ledger)
         if recovered:
             logger.info("applied %d usage records left by stopped processes", recovered)
-        runtime = Runtime(directory)
         runtime.start_threads()
         caching.start_event_listener()
         cache_bus.start_subscriber()
