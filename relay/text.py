@@ -28,6 +28,7 @@ from relay.failures import UpstreamFailure
 from relay.http import Request, Response, StreamResponse
 from relay.modes import RelayMode
 from relay.streaming import DONE_FRAME, LineSplitter, completion_frames
+from relay.transport import iter_body
 
 MAX_TOKENS_LIMIT = (2**31 - 1) // 2
 REQUIRED_FIELD = {
@@ -330,7 +331,7 @@ async def _stream_frames(
     accept_bytes = getattr(translator, "accept_bytes", None)
     try:
         try:
-            async for chunk in upstream.aiter_bytes():
+            async for chunk in iter_body(upstream):
                 if accept_bytes is not None:  # a binary stream: no lines to split
                     frame = accept_bytes(chunk)
                     if frame is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import aiohttp
 import httpx
-from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from relay.failures import failure_from_exception, failure_from_response
 from relay.upstream import get_pool
@@ -14,6 +16,24 @@ if TYPE_CHECKING:  # a runtime import would cycle: adaptors import this module
     from relay.adaptors.base import UpstreamRequest
 
 HTTP_11 = {"http_version": b"HTTP/1.1"}
+
+
+class UpstreamStream(httpx.AsyncByteStream):
+    """An aiohttp body as httpx reads it; `read_body` and `iter_body` skip httpx's decoder
+    and re-chunking layers for bodies without a content encoding (a tenth of the CPU of a
+    relayed request went there)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with map_aiohttp_exceptions():
+            async for chunk in self.response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        with map_aiohttp_exceptions():
+            await self.response.__aexit__(None, None, None)  # release, let the writer end
 
 
 async def open_upstream(call: UpstreamRequest) -> httpx.Response:
@@ -33,7 +53,7 @@ async def open_upstream(call: UpstreamRequest) -> httpx.Response:
     return httpx.Response(
         response.status,
         headers=response.raw_headers,
-        stream=AiohttpResponseStream(response),
+        stream=UpstreamStream(response),
         extensions=HTTP_11,
     )
 
@@ -56,8 +76,32 @@ async def send_upstream(call: UpstreamRequest) -> httpx.Response:
     return response
 
 
+def _plain_body(response: httpx.Response) -> aiohttp.ClientResponse | None:
+    """The aiohttp response behind `response` when its bytes need no decoding."""
+    stream = response.stream
+    if isinstance(stream, UpstreamStream) and "content-encoding" not in response.headers:
+        return stream.response
+    return None
+
+
+async def iter_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """`response.aiter_bytes()`: each read as it arrives, decoded."""
+    plain = _plain_body(response)
+    if plain is None:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+        return
+    with map_aiohttp_exceptions():
+        async for chunk in plain.content.iter_any():
+            yield chunk
+
+
 async def read_body(response: httpx.Response) -> bytes:
+    plain = _plain_body(response)
     try:
+        if plain is not None:
+            with map_aiohttp_exceptions():
+                return await plain.read()
         return await response.aread()
     except httpx.HTTPError as error:
         raise failure_from_exception(error) from error
