@@ -9,6 +9,8 @@ a fault is injected here instead: point the process at `proxy.port` and
         proxy.restore()      # new connections are forwarded again
         proxy.pause()        # connections stay open but nothing is forwarded (a stall)
         proxy.resume()
+        proxy.lose_reply_to(b"COMMIT")  # the next message ending so reaches the service,
+                                        # its client gets a reset instead of the answer
 
 Like the fake upstreams, the proxy runs its own event loop in a daemon thread, so plain
 synchronous tests can drive it.
@@ -50,6 +52,9 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._refusing = False
         self._flowing: asyncio.Event | None = None
+        self._trigger: bytes | None = None
+        self._doomed: set[asyncio.StreamWriter] = set()  # clients whose answers are dropped
+        self.replies_lost = 0
 
     # ------------------------------------------------------------------ control
 
@@ -85,6 +90,13 @@ class TcpProxy:
 
     def resume(self) -> None:
         self._call(self._set_flowing(True))
+
+    def lose_reply_to(self, trigger: bytes) -> None:
+        """One shot: the next client bytes ending with `trigger` (NULs aside: PostgreSQL ends
+        a query with one) reach the service, but that connection's client is reset before any
+        answer (an ambiguous commit, say). The end, not anywhere: MySQL's `SET autocommit=0`
+        must not match "COMMIT"."""
+        self._call(self._arm(trigger))
 
     @property
     def open_connections(self) -> int:
@@ -124,6 +136,9 @@ class TcpProxy:
     async def _set_refusing(self, refusing: bool) -> None:
         self._refusing = refusing
 
+    async def _arm(self, trigger: bytes) -> None:
+        self._trigger = trigger
+
     async def _set_flowing(self, flowing: bool) -> None:
         assert self._flowing is not None
         if flowing:
@@ -144,7 +159,7 @@ class TcpProxy:
             return
         self._writers.update((writer, upstream_writer))
         await asyncio.gather(
-            self._pipe(reader, upstream_writer, writer),
+            self._pipe(reader, upstream_writer, writer, from_client=True),
             self._pipe(upstream_reader, writer, upstream_writer),
         )
 
@@ -153,15 +168,31 @@ class TcpProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         other: asyncio.StreamWriter,
+        from_client: bool = False,
     ) -> None:
         assert self._flowing is not None
         try:
             while data := await reader.read(CHUNK):
                 await self._flowing.wait()
-                if writer not in self._writers:
+                if writer not in self._writers or writer in self._doomed:
                     return
+                doomed = (
+                    from_client
+                    and self._trigger is not None
+                    and data.rstrip(b"\0").endswith(self._trigger)
+                )
+                if doomed:
+                    self._trigger = None
+                    self._doomed.add(other)  # nothing more reaches this client
                 writer.write(data)
                 await writer.drain()
+                if doomed:
+                    self.replies_lost += 1
+                    self._writers.discard(other)
+                    _reset(other)
+                    # Long enough for the service to act on what it was sent.
+                    await asyncio.sleep(0.5)
+                    return
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
