@@ -11,7 +11,7 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from django.conf import settings
@@ -95,13 +95,18 @@ class Runtime:
         write-back kept the shared ledger from storing are marked stale, to retry after the
         next flush."""
         with self.writeback.lock:
-            retry_users = self.ledger.refresh(USER, users, _user_quotas)
-            retry_keys = self.ledger.refresh(KEY, keys, _key_quotas)
-        if retry_users or retry_keys:
-            with self._stale_lock:
-                self._stale_users.update(retry_users)
-                self._stale_keys.update(retry_keys)
+            retry = self._refresh(users, keys)
+        if retry:
             self.writeback.wake()
+
+    def _refresh(self, users: Iterable[int], keys: Iterable[int]) -> bool:
+        """Reload these balances; those to retry go back to the stale sets (True if any)."""
+        retry_users = self.ledger.refresh(USER, users, _user_quotas)
+        retry_keys = self.ledger.refresh(KEY, keys, _key_quotas)
+        with self._stale_lock:
+            self._stale_users.update(retry_users)
+            self._stale_keys.update(retry_keys)
+        return bool(retry_users or retry_keys)
 
     def mark_user_stale(self, ident: str) -> None:
         with self._stale_lock:
@@ -156,12 +161,7 @@ class Runtime:
         with self._stale_lock:
             users, self._stale_users = self._stale_users, set()
             keys, self._stale_keys = self._stale_keys, set()
-        retry_users = self.ledger.refresh(USER, users, _user_quotas)
-        retry_keys = self.ledger.refresh(KEY, keys, _key_quotas)
-        if retry_users or retry_keys:
-            with self._stale_lock:
-                self._stale_users.update(retry_users)
-                self._stale_keys.update(retry_keys)
+        self._refresh(users, keys)
 
     def _upkeep_shared_ledger(self) -> None:
         """Every few seconds: keep our heartbeat and our fields in the shared ledger, and
