@@ -75,29 +75,39 @@ class AppliedBatch:
     key_charges: dict[int, int] = field(default_factory=dict)
     logs: list[dict[str, Any]] = field(default_factory=list)  # the Log fields written
     marked: bool = False  # `before_commit` ran: the shared ledger expects `applied`/`aborted`
+    end_offset: int = 0  # the journal offset this batch brings the ledger up to
 
 
-def _read_complete_lines(path: Path, offset: int) -> tuple[list[UsageRecord], int]:
+def _read_complete_lines(
+    path: Path, offset: int, end: int | None = None
+) -> tuple[list[UsageRecord], int]:
     with path.open("rb") as handle:
         handle.seek(offset)
-        data = handle.read()
+        data = handle.read() if end is None else handle.read(end - offset)
     end = data.rfind(b"\n") + 1
     records = [UsageRecord(**orjson.loads(line)) for line in data[:end].splitlines() if line]
     return records, offset + end
 
 
 def apply_journal(
-    path: Path, before_commit: Callable[[AppliedBatch], None] | None = None
+    path: Path,
+    before_commit: Callable[[AppliedBatch], None] | None = None,
+    reported_offset: int | None = None,
 ) -> AppliedBatch:
     """Apply the lines of `path` not applied yet; safe to call concurrently and repeatedly.
 
     `before_commit` sees the batch's charges inside the transaction (the shared ledger marks
     those balances there); if it ran and the commit then fails, the exception carries the
     batch as `error.uncommitted`.
+
+    `reported_offset` is how far the caller's ledger has been told of applied charges. A
+    commit whose answer was lost (the connection dropped after the server committed) looks
+    failed to the caller but moved the mark: the lines between the two offsets are then
+    added to this batch's charges (not applied again), so the ledger stops counting them.
     """
     batch = AppliedBatch()
     try:
-        _apply_in_transaction(path, batch, before_commit)
+        _apply_in_transaction(path, batch, before_commit, reported_offset)
     except Exception as error:
         if batch.marked:
             error.uncommitted = batch  # type: ignore[attr-defined]
@@ -106,22 +116,31 @@ def apply_journal(
 
 
 def _apply_in_transaction(
-    path: Path, batch: AppliedBatch, before_commit: Callable[[AppliedBatch], None] | None
+    path: Path,
+    batch: AppliedBatch,
+    before_commit: Callable[[AppliedBatch], None] | None,
+    reported_offset: int | None,
 ) -> None:
     with transaction.atomic():
         mark, _ = JournalMark.objects.select_for_update().get_or_create(journal=path.name)
+        in_doubt: list[UsageRecord] = []
+        if reported_offset is not None and reported_offset < mark.offset:
+            in_doubt, _ = _read_complete_lines(path, reported_offset, end=mark.offset)
         records, new_offset = _read_complete_lines(path, mark.offset)
-        if not records:
+        batch.end_offset = new_offset
+        if not records and not in_doubt:
             return
         # Logs first: request_id is unique, so a replay after a crash between the two steps
         # (possible when logs live in their own database) cannot write a log twice.
         logs = [Log(**record.log) for record in records if record.log is not None]
         Log.objects.bulk_create(logs, ignore_conflicts=True)
         _apply_charges(records, batch)
+        if in_doubt:
+            _add_charges(in_doubt, batch)
         mark.offset = new_offset
         mark.save(update_fields=["offset", "updated_at"])
-        batch.records = len(records)
-        batch.logs = [record.log for record in records if record.log is not None]
+        batch.records = len(in_doubt) + len(records)
+        batch.logs = [record.log for record in in_doubt + records if record.log is not None]
         if before_commit is not None:
             batch.marked = True
             before_commit(batch)
@@ -170,6 +189,18 @@ def _apply_charges(records: list[UsageRecord], batch: AppliedBatch) -> None:
     batch.key_charges = {k: v for k, v in key_quota.items() if key_limited[k]}
 
 
+def _add_charges(records: list[UsageRecord], batch: AppliedBatch) -> None:
+    """Count charges already in the database into the batch (for the ledger only)."""
+    for record in records:
+        batch.user_charges[record.user_id] = (
+            batch.user_charges.get(record.user_id, 0) + record.quota
+        )
+        if record.key_is_limited:
+            batch.key_charges[record.key_id] = (
+                batch.key_charges.get(record.key_id, 0) + record.quota
+            )
+
+
 def is_orphaned(path: Path) -> bool:
     """True when no live process holds the journal's lock."""
     fd = os.open(path, os.O_RDONLY)
@@ -209,17 +240,22 @@ def recover_orphaned_journals(directory: Path, ledger: Ledger | None = None) -> 
     return applied
 
 
-def apply_journal_of(path: Path, ledger: Ledger | None, writer: str | None = None) -> AppliedBatch:
+def apply_journal_of(
+    path: Path,
+    ledger: Ledger | None,
+    writer: str | None = None,
+    reported_offset: int | None = None,
+) -> AppliedBatch:
     """`apply_journal`, keeping `ledger` in step: marked before the commit, then `applied`
     (or `aborted` when the commit failed). `writer` None means the ledger's own journal."""
     if ledger is None:
-        return apply_journal(path)
+        return apply_journal(path, reported_offset=reported_offset)
 
     def mark(batch: AppliedBatch) -> None:
         ledger.applying(batch.user_charges, batch.key_charges)
 
     try:
-        batch = apply_journal(path, before_commit=mark)
+        batch = apply_journal(path, before_commit=mark, reported_offset=reported_offset)
     except Exception as error:
         uncommitted = getattr(error, "uncommitted", None)
         if uncommitted is not None:

@@ -41,10 +41,16 @@ class WriteBack(threading.Thread):
         self._stopped = threading.Event()
         self._wake = threading.Event()
         self._flush_lock = threading.Lock()
+        # How far our ledger knows the journal applied: a flush whose commit succeeded but
+        # raised (its answer lost) leaves the database ahead, and the next flush catches up.
+        self._reported_offset = 0
 
     def flush_once(self) -> int:
         with self._flush_lock:
-            batch = apply_journal_of(self.journal.path, self.ledger)
+            batch = apply_journal_of(
+                self.journal.path, self.ledger, reported_offset=self._reported_offset
+            )
+            self._reported_offset = batch.end_offset
             if batch.records and self.on_applied is not None:
                 self.on_applied(batch)
             if self.after_flush is not None:

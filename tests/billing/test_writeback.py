@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from accounts.models import User
-from billing.journal import Journal, UsageRecord
+from billing.journal import Journal, UsageRecord, apply_journal
 from billing.ledger import Ledger
 from billing.models import ApiKey
 from billing.writeback import WriteBack
@@ -69,3 +69,27 @@ def test_the_thread_flushes_on_its_interval_and_on_stop(world) -> None:
 
     assert User.objects.get(pk=user.pk).quota == 985
     assert not writeback.is_alive()
+
+
+def test_a_commit_the_write_back_never_heard_of_is_reported_at_the_next_flush(world) -> None:
+    """A flush whose COMMIT reached the database but whose answer was lost raises, yet the
+    batch is applied. The next flush must move those charges out of the ledger's pending,
+    else they count twice once the balances are reloaded: in the database and as pending."""
+    # given: one batch written behind the write-back's back, as such a commit leaves it
+    user, key, channel, ledger, journal = world
+    writeback = WriteBack(journal, ledger, interval=3600)
+    charge(ledger, journal, user, key, channel, "a", 70)
+    apply_journal(journal.path)
+    charge(ledger, journal, user, key, channel, "b", 30)
+
+    # when: the next flush, then a reload of the balances (as any invalidation does)
+    flushed = writeback.flush_once()
+    ledger.load_user(user.pk, User.objects.get(pk=user.pk).quota)
+    ledger.load_key(key.pk, ApiKey.objects.get(pk=key.pk).remain_quota)
+
+    # then: "a" reported, "b" applied, each counted once, nothing written twice
+    assert flushed == 2
+    assert User.objects.get(pk=user.pk).quota == 900
+    assert ApiKey.objects.get(pk=key.pk).remain_quota == 400
+    assert (ledger.user_available(user.pk), ledger.key_available(key.pk)) == (900, 400)
+    assert writeback.flush_once() == 0
