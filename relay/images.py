@@ -360,6 +360,8 @@ async def _each(
                 return await fetch(session, url)
             except ImageFetchError as error:
                 return error
+            except ValueError:  # yarl's verdict on a malformed URL or Location
+                return ImageFetchError("image URL is not a valid URL")
 
     async with new_session() as session:
         return await asyncio.gather(*(run(session, url) for url in urls))

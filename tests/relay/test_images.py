@@ -160,6 +160,8 @@ def test_allowed_networks_open_only_themselves() -> None:
         ("ftp://example.com/cat.png", "must be http(s)"),
         ("gopher://example.com/", "must be http(s)"),
         ("http:///cat.png", "must be http(s)"),
+        ("http://[::1/cat.png", "not a valid URL"),
+        ("http://exa mple.com/cat.png", "could not be resolved"),
         ("http://127.0.0.1/cat.png", "127.0.0.1 is a private address"),
         ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a private address"),
         ("http://[::1]:8080/cat.png", "::1 is a private address"),
