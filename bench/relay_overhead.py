@@ -269,6 +269,20 @@ def check_books(before: Books, after: Books, upstream_requests: int) -> list[str
     return problems
 
 
+def quiet_upstream_count(tmp: Path, seconds: float = 30) -> int:
+    """The upstream request count once it stops moving: requests wrk gave up on at the end of
+    a run are still being relayed (and billed) for a moment."""
+    deadline = time.monotonic() + seconds
+    count = upstream_count(tmp)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = upstream_count(tmp)
+        if now == count:
+            break
+        count = now
+    return count
+
+
 def settled_books(before: Books, upstream_requests: int, seconds: float = 20) -> Books:
     """The books once the write-back caught up (it runs every 0.5 s)."""
     deadline = time.monotonic() + seconds
@@ -608,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
                 gaps = slow_stream_gaps(gw.port)
                 soaked, rss_curve = soak(gw, url, args.soak, cpus) if args.soak else (0, [])
                 served += soaked
-                upstream = upstream_count(tmp) - upstream_before + 1  # + the slow stream
+                upstream = quiet_upstream_count(tmp) - upstream_before + 1  # + the slow stream
                 after = settled_books(before, upstream)
                 peak = gw.rss_mb()[1]
             gap_text = ", ".join(f"{gap * 1000:.0f}" for gap in gaps)
