@@ -217,8 +217,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(CELERY_DATA_DIR / "beat-schedule")
 
 # --- Django ---------------------------------------------------------------------------------
+# Not "daphne": listing it only swaps `runserver` for Daphne's, and it would load Twisted
+# (~13 MB) into every process, uvicorn's and Celery's included. `oneapi` starts the server.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
