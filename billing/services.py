@@ -266,9 +266,16 @@ def dashboard(user_id: int, at: float | None = None) -> list[dict[str, Any]]:
     zone = ZoneInfo(settings.TIME_ZONE)
     today = dt.datetime.fromtimestamp(time.time() if at is None else at, zone).date()
     days = [today - dt.timedelta(days=n) for n in range(DASHBOARD_DAYS - 1, -1, -1)]
+    return usage_by_day_and_model(user_id, days)
+
+
+def usage_by_day_and_model(user_id: int, days: list[dt.date]) -> list[dict[str, Any]]:
+    """The user's consume logs on these consecutive calendar days (settings.TIME_ZONE),
+    grouped by day and model in the database."""
+    zone = ZoneInfo(settings.TIME_ZONE)
     starts = [
         int(dt.datetime.combine(day, dt.time(), tzinfo=zone).timestamp())
-        for day in [*days, today + dt.timedelta(days=1)]
+        for day in [*days, days[-1] + dt.timedelta(days=1)]
     ]
     # Computed per day rather than with a fixed offset, so DST changes fall on the right day.
     day_label = Case(

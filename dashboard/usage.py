@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Case, CharField, Count, Sum, Value, When
 
 from billing import services as billing
-from billing.models import Log, LogType
 
 RANGES = (7, 30)
 
@@ -70,55 +68,12 @@ def calendar(days: int, at: float | None = None) -> list[dt.date]:
     return [today - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
 
 
-def _grouped(user_id: int, days: list[dt.date]) -> list[dict]:
-    zone = ZoneInfo(settings.TIME_ZONE)
-    bounds = [
-        int(dt.datetime.combine(day, dt.time(), tzinfo=zone).timestamp())
-        for day in [*days, days[-1] + dt.timedelta(days=1)]
-    ]
-    label = Case(
-        *(
-            When(created_at__lt=bounds[index + 1], then=Value(day.isoformat()))
-            for index, day in enumerate(days)
-        ),
-        output_field=CharField(),
-    )
-    rows = (
-        Log.objects.filter(
-            user_id=user_id,
-            type=LogType.CONSUME,
-            created_at__gte=bounds[0],
-            created_at__lt=bounds[-1],
-        )
-        .annotate(day=label)
-        .values("day", "model_name")
-        .annotate(
-            requests=Count("id"),
-            total_quota=Sum("quota"),
-            total_prompt=Sum("prompt_tokens"),
-            total_completion=Sum("completion_tokens"),
-        )
-        .order_by("day", "model_name")
-    )
-    return [
-        {
-            "day": row["day"],
-            "model_name": row["model_name"],
-            "request_count": row["requests"],
-            "quota": int(row["total_quota"] or 0),
-            "prompt_tokens": int(row["total_prompt"] or 0),
-            "completion_tokens": int(row["total_completion"] or 0),
-        }
-        for row in rows
-    ]
-
-
 def daily_usage(user_id: int, days: int = 7, at: float | None = None) -> Usage:
     dates = calendar(days, at)
     if days == billing.DASHBOARD_DAYS:
         raw = billing.dashboard(user_id, at)
     else:
-        raw = _grouped(user_id, dates)
+        raw = billing.usage_by_day_and_model(user_id, dates)
     rows = [
         UsageRow(
             day=row["day"],

@@ -40,7 +40,9 @@ def test_thirty_days_group_like_the_seven_day_service() -> None:
     month = usage.daily_usage(user.pk, 30, at=now)
     assert len(week.days) == 7 and len(month.days) == 30
     # The generic grouping gives exactly what the service gives, on the days they share.
-    assert usage._grouped(user.pk, usage.calendar(7, now)) == billing.dashboard(user.pk, now)
+    assert billing.usage_by_day_and_model(user.pk, usage.calendar(7, now)) == billing.dashboard(
+        user.pk, now
+    )
     assert week.requests == 4 and month.requests == 5
     assert [(row.model, row.requests) for row in month.by_model()] == [("a", 3), ("b", 1), ("c", 1)]
     assert month.tokens == 35 and month.quota == 50
