@@ -419,7 +419,10 @@ def ledger_for(node: str) -> Ledger:
 
     if not settings.REDIS_CONN_STRING:
         return Ledger()
+    # Reserve and settle call Redis from the event loop (one round trip each, well under a
+    # millisecond): a short timeout bounds how long a stalled Redis can hold the loop before
+    # the node falls back to deciding alone.
     client = redis.Redis.from_url(
-        settings.REDIS_CONN_STRING, socket_timeout=1, socket_connect_timeout=1
+        settings.REDIS_CONN_STRING, socket_timeout=0.25, socket_connect_timeout=0.25
     )
     return SharedLedger(client, settings.CACHE_KEY_PREFIX, node)
