@@ -9,6 +9,7 @@ down, so a half-running gateway never hides behind a live web process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -174,6 +175,12 @@ def stop_all(running: list[Child]) -> None:
             print(f"oneapi: {child.name} did not stop in time; killing it", flush=True)
             child.process.kill()
             child.process.wait()
+    for child in running:
+        # Each child leads its own process group. A child that died abruptly (a SIGKILLed
+        # Celery worker) leaves its pool processes behind in it: nothing may outlive us.
+        if child.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
 
 
 def supervise(running: list[Child]) -> int:
