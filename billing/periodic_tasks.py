@@ -5,18 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from celery import shared_task
-
 from billing import quota_alerts, retention
+from oneapi.celery import app
 
 
-@shared_task(name="billing.prune_logs")
+@app.task(name="billing.prune_logs")
 def prune_logs_task() -> int:
     """Delete consume logs older than LOG_RETENTION_DAYS (a no-op when it is 0)."""
     return retention.prune_consume_logs()
 
 
-@shared_task(name="billing.send_quota_alerts")
+@app.task(name="billing.send_quota_alerts")
 def send_quota_alerts_task() -> dict[str, Any]:
     try:
         summary = quota_alerts.send_quota_alerts()

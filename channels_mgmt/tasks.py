@@ -6,12 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from celery import shared_task
-
 from channels_mgmt import balance, testing
+from oneapi.celery import app
 
 
-@shared_task(name="channels_mgmt.test_all_channels")
+@app.task(name="channels_mgmt.test_all_channels")
 def test_all_channels_task(scope: str = "all") -> dict[str, Any]:
     try:
         summary = testing.test_all_channels(scope)
@@ -24,6 +23,6 @@ def test_all_channels_task(scope: str = "all") -> dict[str, Any]:
 test_all_channels_task.__test__ = False  # type: ignore[attr-defined]
 
 
-@shared_task(name="channels_mgmt.update_all_balances")
+@app.task(name="channels_mgmt.update_all_balances")
 def update_all_balances_task() -> dict[str, Any]:
     return dataclasses.asdict(balance.update_all_balances())

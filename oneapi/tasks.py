@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from celery import shared_task
 from django.utils import timezone
 
+from oneapi.celery import app
 from oneapi.models import CacheEvent
 from oneapi.notify_tasks import notify_root_task  # noqa: F401 (registers the task)
 
@@ -12,7 +12,7 @@ from oneapi.notify_tasks import notify_root_task  # noqa: F401 (registers the ta
 CACHE_EVENT_RETENTION = timedelta(hours=1)
 
 
-@shared_task(name="oneapi.prune_cache_events")
+@app.task(name="oneapi.prune_cache_events")
 def prune_cache_events_task() -> int:
     cutoff = timezone.now() - CACHE_EVENT_RETENTION
     # The newest row always stays: SQLite reuses ids of an emptied table, and listeners that

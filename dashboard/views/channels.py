@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from channels_mgmt import balance, services, tasks, testing
+from channels_mgmt import balance, services, testing
 from channels_mgmt.api_views import search_channels
 from channels_mgmt.models import Channel, ChannelStatus
 from channels_mgmt.serializers import ChannelUpdateSerializer
@@ -277,8 +277,10 @@ def channel_test_all(request: HttpRequest) -> HttpResponse:
     if testing.is_running():
         flash(request, "error", _("A test of all channels is already running."))
     else:
+        from channels_mgmt.tasks import test_all_channels_task  # loads Celery on first use
+
         try:
-            tasks.test_all_channels_task.delay(scope)
+            test_all_channels_task.delay(scope)
         except Exception:
             flash(request, "error", _("The background worker cannot be reached."))
         else:
