@@ -215,3 +215,32 @@ class Ledger:
 
     def stop(self) -> None:
         pass
+
+
+class BalancesMissing(Exception):
+    """Redis holds no copy of these balances: load them from the database, then retry."""
+
+    def __init__(self, users: list[int] | None = None, keys: list[int] | None = None) -> None:
+        super().__init__(f"users {users or []}, keys {keys or []}")
+        self.users = users or []
+        self.keys = keys or []
+
+
+def ledger_for(node: str) -> Ledger:
+    """The ledger a process uses: shared through Redis when `REDIS_CONN_STRING` is set."""
+    from django.conf import settings
+
+    if not settings.REDIS_CONN_STRING:
+        return Ledger()
+    # Imported here: a node without Redis never loads the client (~7 MB per process).
+    import redis
+
+    from billing.shared_ledger import SharedLedger
+
+    # Reserve and settle call Redis from the event loop (one round trip each, well under a
+    # millisecond): a short timeout bounds how long a stalled Redis can hold the loop before
+    # the node falls back to deciding alone.
+    client = redis.Redis.from_url(
+        settings.REDIS_CONN_STRING, socket_timeout=0.25, socket_connect_timeout=0.25
+    )
+    return SharedLedger(client, settings.CACHE_KEY_PREFIX, node)

@@ -38,6 +38,7 @@ import redis
 from billing.ledger import (
     KEY,
     USER,
+    BalancesMissing,
     Ledger,
     MustWait,
     Reservation,
@@ -402,27 +403,3 @@ class SharedLedger(Ledger):
         """A clean stop: this node's in-flight fields go at once, not after the heartbeat."""
         with contextlib.suppress(redis.RedisError):
             self.client.delete(self.heartbeat_prefix + self.node)
-
-
-class BalancesMissing(Exception):
-    """Redis holds no copy of these balances: load them from the database, then retry."""
-
-    def __init__(self, users: list[int] | None = None, keys: list[int] | None = None) -> None:
-        super().__init__(f"users {users or []}, keys {keys or []}")
-        self.users = users or []
-        self.keys = keys or []
-
-
-def ledger_for(node: str) -> Ledger:
-    """The ledger a process uses: shared through Redis when `REDIS_CONN_STRING` is set."""
-    from django.conf import settings
-
-    if not settings.REDIS_CONN_STRING:
-        return Ledger()
-    # Reserve and settle call Redis from the event loop (one round trip each, well under a
-    # millisecond): a short timeout bounds how long a stalled Redis can hold the loop before
-    # the node falls back to deciding alone.
-    client = redis.Redis.from_url(
-        settings.REDIS_CONN_STRING, socket_timeout=0.25, socket_connect_timeout=0.25
-    )
-    return SharedLedger(client, settings.CACHE_KEY_PREFIX, node)

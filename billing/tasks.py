@@ -3,15 +3,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from celery import shared_task
 from django.conf import settings
 
 from billing.journal import recover_orphaned_journals
+from billing.ledger import ledger_for
 from billing.periodic_tasks import prune_logs_task, send_quota_alerts_task  # noqa: F401 (registers)
-from billing.shared_ledger import ledger_for
+from oneapi.celery import app
 
 
-@shared_task(name="billing.recover_orphaned_journals")
+@app.task(name="billing.recover_orphaned_journals")
 def recover_orphaned_journals_task() -> int:
     """Apply the usage journals of server processes that died without flushing.
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import redis
 from django.conf import settings
 
 from oneapi import caching
+
+# The client is imported where Redis is configured: a node without it never loads it (~7 MB).
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ def decode(message: bytes | str) -> tuple[str, str]:
 
 
 def _redis(url: str) -> redis.Redis:
+    import redis
+
     global _client
     with _client_lock:
         if _client is None:
@@ -49,6 +55,8 @@ def publish(kind: str, ident: str, url: str | None = None) -> None:
     url = url or settings.REDIS_CONN_STRING
     if not url:
         return
+    import redis
+
     try:
         _redis(url).publish(channel_name(), encode(kind, ident))
     except redis.RedisError:
@@ -68,6 +76,8 @@ class Subscriber(threading.Thread):
         self._stopped.set()
 
     def run(self) -> None:
+        import redis
+
         while not self._stopped.is_set():
             try:
                 self._listen()
@@ -76,6 +86,8 @@ class Subscriber(threading.Thread):
                 time.sleep(1)
 
     def _listen(self) -> None:
+        import redis
+
         client = redis.Redis.from_url(self.url, socket_connect_timeout=2)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:

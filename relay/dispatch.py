@@ -17,8 +17,7 @@ from asgiref.sync import sync_to_async
 
 from billing import pricing
 from billing.journal import UsageRecord, consume_log_fields
-from billing.ledger import MustWait, Reservation
-from billing.shared_ledger import BalancesMissing
+from billing.ledger import BalancesMissing, MustWait, Reservation
 from channels_mgmt.selection import ChannelInfo, pick_channel
 from relay import monitor, ratelimit
 from relay.adaptors import Adaptor, UnsupportedChannelType, adaptor_for

@@ -25,9 +25,8 @@ from billing.journal import (
     forget_journal,
     recover_orphaned_journals,
 )
-from billing.ledger import KEY, USER, Reservation
+from billing.ledger import KEY, USER, Reservation, ledger_for
 from billing.models import ApiKey
-from billing.shared_ledger import ledger_for
 from billing.writeback import WriteBack
 from oneapi import cache_bus, caching
 from relay import metrics

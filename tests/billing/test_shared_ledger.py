@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from billing.ledger import KEY, USER, MustWait
-from billing.shared_ledger import BalancesMissing, SharedLedger
+from billing.ledger import KEY, USER, BalancesMissing, MustWait
+from billing.shared_ledger import SharedLedger
 from relay.errors import RelayError
 
 

@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from channels_mgmt.models import Channel, ChannelStatus
 from oneapi import notify_tasks
 from oneapi.options import OptionSnapshot, set_option
-from relay import monitor
+from relay import monitor, monitor_redis
 from relay.errors import RelayError
 from tests.conftest import require_service
 from tests.factories import make_channel
@@ -174,7 +174,7 @@ def test_memory_window_rolls_over_the_oldest_results() -> None:
 
 
 def test_redis_window_has_the_same_verdicts(redis_prefix: str) -> None:
-    store = monitor.RedisStore(REDIS_URL, redis_prefix)
+    store = monitor_redis.RedisStore(REDIS_URL, redis_prefix)
     window = monitor.Window(4, 0.5)
 
     verdicts = window_verdicts(store, [True, True, False, False, False, False], window)
@@ -185,8 +185,8 @@ def test_redis_window_has_the_same_verdicts(redis_prefix: str) -> None:
 
 
 def test_redis_window_is_shared_by_every_node(redis_prefix: str) -> None:
-    node_a = monitor.RedisStore(REDIS_URL, redis_prefix)
-    node_b = monitor.RedisStore(REDIS_URL, redis_prefix)
+    node_a = monitor_redis.RedisStore(REDIS_URL, redis_prefix)
+    node_b = monitor_redis.RedisStore(REDIS_URL, redis_prefix)
     window = monitor.Window(4, 0.5)
 
     assert node_a.failure(9, window) is None
@@ -199,7 +199,7 @@ def test_redis_window_is_shared_by_every_node(redis_prefix: str) -> None:
 
 
 def test_streaks_count_and_reset(redis_prefix: str) -> None:
-    for store in (monitor.MemoryStore(), monitor.RedisStore(REDIS_URL, redis_prefix)):
+    for store in (monitor.MemoryStore(), monitor_redis.RedisStore(REDIS_URL, redis_prefix)):
         assert [store.strike(3) for _ in range(3)] == [1, 2, 3]
         store.success(3, None, True)
         assert store.strike(3) == 1

@@ -25,7 +25,7 @@ from billing.models import ApiKey
 from oneapi.api import ApiError
 from oneapi.api_views import validate_option
 from oneapi.options import set_option
-from relay import ratelimit
+from relay import ratelimit, ratelimit_redis
 from relay.errors import RelayError
 from relay.http import StreamResponse
 from relay.ratelimit import Limits, MemoryStore, Subject, Ticket, Verdict
@@ -77,7 +77,7 @@ def redis_prefix(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 
 async def close_limits() -> None:
     current = ratelimit.store()
-    if isinstance(current, ratelimit.RedisStore):
+    if isinstance(current, ratelimit_redis.RedisStore):
         await current.close()
 
 
