@@ -91,7 +91,7 @@ def web_command(server: str, host: str, port: int, proxy_headers: bool = False) 
         else:
             command.append("--no-proxy-headers")
         return [*command, ASGI_APP]
-    command = [python, "-m", "daphne", "-b", host, "-p", str(port)]
+    command = [python, "-m", "oneapi.daphne_plain", "-b", host, "-p", str(port)]
     if proxy_headers:
         command.append("--proxy-headers")
     return [*command, ASGI_APP]

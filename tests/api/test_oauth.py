@@ -5,7 +5,6 @@ run through a real Daphne process with the session cookie."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -16,7 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User, UserStatus
 from billing.models import ApiKey
-from oneapi import options
+from oneapi import cli, options
 from tests.api.conftest import Actors
 from tests.conftest import child_env, free_port, stop_process, wait_for_http
 from tests.factories import make_user
@@ -322,7 +321,7 @@ def test_allauth_social_flow_hooks_use_one_api_accounts(github: FakeGitHub) -> N
 
 @pytest.fixture
 def daphne_with_fake_github(transactional_db: None) -> Iterator[tuple[str, FakeGitHub]]:
-    """Daphne in its own process, its GitHub endpoints pointed at the fake by environment."""
+    """The gateway's Daphne in its own process, its GitHub endpoints pointed at the fake."""
     with FakeGitHub(client_id="gh-id", client_secret="gh-secret") as fake:
         options.set_option("GitHubClientId", "gh-id")
         options.set_option("GitHubClientSecret", "gh-secret")
@@ -330,8 +329,7 @@ def daphne_with_fake_github(transactional_db: None) -> Iterator[tuple[str, FakeG
         port = free_port()
         env = child_env(ONEAPI_GITHUB_URL=fake.base_url, ONEAPI_GITHUB_API_URL=fake.base_url)
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["oneapi.asgi:application"],
+            cli.web_command("daphne", "127.0.0.1", port),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -12,7 +12,6 @@ import itertools
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from accounts.models import User
 from billing import pricing
 from billing.models import ApiKey, Log
 from channels_mgmt.models import Channel
+from oneapi import cli
 from tests.conftest import child_env, free_port, wait_for_http
 from tests.factories import make_channel, make_user
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -94,22 +94,14 @@ class DaphneServer:
 
 
 def start_daphne(data_dir: Path, **env: str) -> DaphneServer:
-    """Start `daphne oneapi.asgi:application` on a free port; returns once it answers."""
+    """Start the gateway's Daphne (`oneapi`'s own command) on a free port; returns once it
+    answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / f"daphne-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "oneapi.asgi:application",
-            ],
+            cli.web_command("daphne", "127.0.0.1", port),
             env=child_env(DATA_DIR=str(data_dir), **env),
             stdout=log,
             stderr=subprocess.STDOUT,
