@@ -97,6 +97,22 @@ def nodes(
             clear_redis()
 
 
+@pytest.fixture(autouse=True)
+def write_backs_idle(django_db_blocker: Any) -> Iterator[None]:
+    """The database is emptied after each test (TRUNCATE on PostgreSQL). A node applying the
+    test's last charges at that moment holds row locks the TRUNCATE waits for while it waits
+    for the TRUNCATE's: PostgreSQL then aborts one of them. Wait until the logs stop changing
+    (the write-back runs every 0.5 s) before the test ends."""
+    yield
+    with django_db_blocker.unblock():
+        count, quiet_since = Log.objects.count(), time.monotonic()
+        while time.monotonic() - quiet_since < 1.2:
+            time.sleep(0.2)
+            now = Log.objects.count()
+            if now != count:
+                count, quiet_since = now, time.monotonic()
+
+
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(api_key="sk-upstream") as fake:
