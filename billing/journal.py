@@ -30,7 +30,8 @@ from django.db.models import F
 
 from accounts.models import User
 from billing.ledger import Ledger
-from billing.models import ApiKey, JournalMark, Log, LogType
+from billing.log_insert import insert_logs
+from billing.models import ApiKey, JournalMark, LogType
 from channels_mgmt.models import Channel
 
 logger = logging.getLogger(__name__)
@@ -132,8 +133,7 @@ def _apply_in_transaction(
             return
         # Logs first: request_id is unique, so a replay after a crash between the two steps
         # (possible when logs live in their own database) cannot write a log twice.
-        logs = [Log(**record.log) for record in records if record.log is not None]
-        Log.objects.bulk_create(logs, ignore_conflicts=True)
+        insert_logs(record.log for record in records if record.log is not None)
         _apply_charges(records, batch)
         if in_doubt:
             _add_charges(in_doubt, batch)
