@@ -7,6 +7,11 @@ cannot answer differently in between); literal IPs, which aiohttp never resolves
 checked apart; each redirect hop is checked again. Time and bytes are bounded.
 `IMAGE_FETCH_ALLOWED_NETWORKS` lets fetches reach the private networks an operator serves
 images from; `IMAGE_FETCH_ALLOW_PRIVATE` lifts the address check altogether.
+
+With `USER_CONTENT_REQUEST_PROXY` (One API's setting) every fetch goes through that HTTP(S)
+proxy, which then resolves the image hosts: schemes, literal IPs and redirect hops are still
+checked here, but which addresses a name may reach is the proxy's policy (the operator's
+egress), since this process no longer sees them.
 """
 
 from __future__ import annotations
@@ -210,10 +215,16 @@ def checked_url(url: str | URL) -> URL:
     return parsed
 
 
+def content_proxy() -> str | None:
+    return settings.USER_CONTENT_REQUEST_PROXY or None
+
+
 def new_session() -> aiohttp.ClientSession:
-    """A session for one request's images: its own connector, whose resolver guards. Not
+    """A session for one request's images: its own connector, whose resolver guards (unless
+    a proxy resolves the image hosts: the resolver would only see the proxy's own name). Not
     shared: image hosts are rarely the same twice, and nothing outlives the request."""
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(), limit=MAX_CONCURRENT_FETCHES)
+    resolver = None if content_proxy() else GuardedResolver()
+    connector = aiohttp.TCPConnector(resolver=resolver, limit=MAX_CONCURRENT_FETCHES)
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
     )
@@ -223,7 +234,9 @@ async def _get(session: aiohttp.ClientSession, url: URL) -> aiohttp.ClientRespon
     """GET, following at most MAX_REDIRECTS redirects, every hop checked."""
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            response = await session.get(checked_url(url), allow_redirects=False)
+            response = await session.get(
+                checked_url(url), allow_redirects=False, proxy=content_proxy()
+            )
         except aiohttp.ClientConnectorDNSError as error:
             cause = error.__cause__
             if isinstance(cause, ImageFetchError):

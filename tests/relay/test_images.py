@@ -18,6 +18,7 @@ from oneapi.options import OptionSnapshot
 from relay import images, usage
 from relay.errors import RelayError
 from relay.http import Request
+from tests.fakes.http_proxy import HttpProxy
 from tests.fakes.image_host import FakeImageHost, jpeg, png
 
 ALLOW_PRIVATE = override_settings(IMAGE_FETCH_ALLOW_PRIVATE=True)
@@ -287,3 +288,16 @@ def test_prefetched_images_belong_to_their_request(host: FakeImageHost) -> None:
     assert images.inlined(url) is None
     with images.inlining(other):
         assert images.inlined(url) is None
+
+
+def test_fetches_go_through_the_user_content_proxy(host: FakeImageHost) -> None:
+    """The proxy resolves names (here `localhost`, which this process would refuse); literal
+    private addresses are still refused before anything is sent."""
+    url = f"http://localhost:{host.port}/png/30x20.png"
+    with HttpProxy() as proxy, override_settings(USER_CONTENT_REQUEST_PROXY=proxy.url):
+        assert measure(url) == (30, 20)
+        assert fetch(url) == images.InlineImage("image/png", b64(png(30, 20)))
+        assert "127.0.0.1 is a private address" in refusal(fetch(f"{host.base_url}/png/1x1.png"))
+        to_metadata = f"{url.replace('png/30x20.png', 'redirect')}?to=http://169.254.169.254/"
+        assert "169.254.169.254 is a private address" in refusal(fetch(to_metadata))
+    assert proxy.requests == [("GET", url), ("GET", url), ("GET", to_metadata)]

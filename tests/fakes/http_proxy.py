@@ -1,0 +1,159 @@
+"""An HTTP forward proxy, as RELAY_PROXY and USER_CONTENT_REQUEST_PROXY point at.
+
+It speaks what clients send a proxy: absolute-form requests (`GET http://host:port/path
+HTTP/1.1`), forwarded in origin form with `Connection: close` so each one gets its own
+upstream connection, and `CONNECT host:port` tunnels (HTTPS). It records every request's
+method and target, so a test can tell that traffic went through it:
+
+    with HttpProxy() as proxy:
+        ...                    # point the process at proxy.url
+        assert ("POST", "http://127.0.0.1:8001/v1/chat/completions") in proxy.requests
+
+Like the other fakes it runs its own event loop in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Self
+from urllib.parse import urlsplit
+
+__all__ = ["HttpProxy"]
+
+CHUNK = 64 * 1024
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization"}
+
+
+class HttpProxy:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = 0
+        self.requests: list[tuple[str, str]] = []  # (method, target) in arrival order
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="http-proxy", daemon=True)
+        self._thread.start()
+        self._loop = loop
+        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        if self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ loop side
+
+    async def _startup(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            writer.close()
+            return
+        request_line, *header_lines = head[:-4].split(b"\r\n")
+        method, target, version = request_line.decode("latin-1").split(" ", 2)
+        self.requests.append((method, target))
+        if method == "CONNECT":
+            await self._tunnel(target, reader, writer)
+            return
+        parts = urlsplit(target)
+        if parts.scheme != "http" or not parts.hostname:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        headers = [
+            line
+            for line in header_lines
+            if line.split(b":", 1)[0].strip().lower() not in HOP_BY_HOP
+        ]
+        forwarded = b"\r\n".join(
+            [f"{method} {path} {version}".encode("latin-1"), *headers, b"Connection: close"]
+        )
+        await self._forward(
+            parts.hostname, parts.port or 80, forwarded + b"\r\n\r\n", reader, writer
+        )
+
+    async def _forward(
+        self,
+        host: str,
+        port: int,
+        head: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+        except OSError:
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        upstream_writer.write(head)
+        # The request body follows the head; the answer ends when the upstream closes
+        # (Connection: close), and so does the client's connection.
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+    async def _tunnel(
+        self, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        host, _, port = target.rpartition(":")
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        except (OSError, ValueError):
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+
+def _name(header_line: bytes) -> bytes:
+    return header_line.split(b":", 1)[0].strip().lower()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            writer.close()
