@@ -87,12 +87,16 @@ for _network in IMAGE_FETCH_ALLOWED_NETWORKS:
         raise ImproperlyConfigured(
             f"IMAGE_FETCH_ALLOWED_NETWORKS: {_network!r} is not an IP network"
         ) from None
+# As oneapi.proxies speaks them (One API's Go client takes the same).
+PROXY_SCHEMES = ("http://", "https://", "socks5://", "socks5h://")
 for _proxy_name, _proxy in (
     ("RELAY_PROXY", RELAY_PROXY),
     ("USER_CONTENT_REQUEST_PROXY", USER_CONTENT_REQUEST_PROXY),
 ):
-    if _proxy and not _proxy.startswith(("http://", "https://", "socks5://")):
-        raise ImproperlyConfigured(f"{_proxy_name} must be an http://, https:// or socks5:// URL")
+    if _proxy and not _proxy.lower().startswith(PROXY_SCHEMES):
+        raise ImproperlyConfigured(
+            f"{_proxy_name} must be an http://, https://, socks5:// or socks5h:// URL"
+        )
 ENFORCE_INCLUDE_USAGE = env_bool("ENFORCE_INCLUDE_USAGE", False)
 RELAY_MAX_BODY_SIZE = env_int("RELAY_MAX_BODY_SIZE", 64 * 1024 * 1024, minimum=1024)
 GEMINI_SAFETY_SETTING = env_choice(

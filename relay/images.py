@@ -8,8 +8,8 @@ checked apart; each redirect hop is checked again. Time and bytes are bounded.
 `IMAGE_FETCH_ALLOWED_NETWORKS` lets fetches reach the private networks an operator serves
 images from; `IMAGE_FETCH_ALLOW_PRIVATE` lifts the address check altogether.
 
-With `USER_CONTENT_REQUEST_PROXY` (One API's setting) every fetch goes through that HTTP(S)
-proxy, which then resolves the image hosts: schemes, literal IPs and redirect hops are still
+With `USER_CONTENT_REQUEST_PROXY` (One API's setting) every fetch goes through that HTTP(S) or
+SOCKS5 proxy, which then resolves the image hosts: schemes, literal IPs and redirect hops are still
 checked here, but which addresses a name may reach is the proxy's policy (the operator's
 egress), since this process no longer sees them.
 """
@@ -40,6 +40,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 from yarl import URL
 
+from oneapi import proxies
 from relay.errors import RelayError
 
 if TYPE_CHECKING:
@@ -223,8 +224,9 @@ def new_session() -> aiohttp.ClientSession:
     """A session for one request's images: its own connector, whose resolver guards (unless
     a proxy resolves the image hosts: the resolver would only see the proxy's own name). Not
     shared: image hosts are rarely the same twice, and nothing outlives the request."""
-    resolver = None if content_proxy() else GuardedResolver()
-    connector = aiohttp.TCPConnector(resolver=resolver, limit=MAX_CONCURRENT_FETCHES)
+    proxy = content_proxy()
+    resolver = None if proxy else GuardedResolver()
+    connector = proxies.aiohttp_connector(proxy, resolver=resolver, limit=MAX_CONCURRENT_FETCHES)
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
     )
@@ -235,7 +237,9 @@ async def _get(session: aiohttp.ClientSession, url: URL) -> aiohttp.ClientRespon
     for _ in range(MAX_REDIRECTS + 1):
         try:
             response = await session.get(
-                checked_url(url), allow_redirects=False, proxy=content_proxy()
+                checked_url(url),
+                allow_redirects=False,
+                proxy=proxies.aiohttp_request_proxy(content_proxy()),
             )
         except aiohttp.ClientConnectorDNSError as error:
             cause = error.__cause__

@@ -22,6 +22,8 @@ import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
 
+from oneapi import proxies
+
 CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 1000
 # What httpx sent by default, kept so upstreams see the same request as before.
@@ -47,7 +49,9 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.Wea
 def build_pool() -> Pool:
     total = settings.RELAY_TIMEOUT or None
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=5.0),
+        connector=proxies.aiohttp_connector(
+            settings.RELAY_PROXY, limit=MAX_CONNECTIONS, keepalive_timeout=5.0
+        ),
         headers=DEFAULT_HEADERS,
         # Upstreams are many and unrelated: a cookie one sets must never reach another.
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -68,7 +72,7 @@ def build_pool() -> Pool:
     timeout = aiohttp.ClientTimeout(
         sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=total, connect=total
     )
-    return Pool(session, client, timeout, settings.RELAY_PROXY or None)
+    return Pool(session, client, timeout, proxies.aiohttp_request_proxy(settings.RELAY_PROXY))
 
 
 def get_pool() -> Pool:

@@ -32,6 +32,7 @@ import orjson
 from django.conf import settings
 
 from channels_mgmt.selection import ChannelInfo
+from oneapi import proxies
 from relay.adaptors.base import Adaptor, Attempt, OpenAIBody, StreamTranslator, UpstreamRequest
 from relay.errors import UPSTREAM_ERROR, RelayError
 from relay.failures import UpstreamFailure, failure_from_exception
@@ -503,12 +504,13 @@ class SparkSocket:
     async def open(self) -> None:
         """Connect and send the request; a refused handshake or a dead host is a failure."""
         self.session = aiohttp.ClientSession(
+            connector=proxies.aiohttp_connector(settings.RELAY_PROXY),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_SECONDS),
             trust_env=False,
         )
         try:
             self.ws = await self.session.ws_connect(
-                self.url, proxy=settings.RELAY_PROXY or None, autoping=True
+                self.url, proxy=proxies.aiohttp_request_proxy(settings.RELAY_PROXY), autoping=True
             )
             await self.ws.send_str(self.frame.decode())
         except aiohttp.WSServerHandshakeError as error:

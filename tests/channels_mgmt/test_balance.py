@@ -15,7 +15,9 @@ from relay.catalog import ChannelType
 from tests.conftest import free_port
 from tests.factories import make_channel
 from tests.fakes.balance_upstreams import FakeBalanceProviders
+from tests.fakes.http_proxy import HttpProxy
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.socks_proxy import SocksProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -232,3 +234,16 @@ def test_update_all_disables_empty_accounts_only_with_auto_disable(
     assert balance.update_all_balances().disabled == [channel.pk]
     channel.refresh_from_db()
     assert channel.status == ChannelStatus.AUTO_DISABLED
+
+
+@pytest.mark.parametrize("proxy_kind", ["http", "socks5"])
+def test_balances_are_read_through_the_relay_proxy(
+    providers: FakeBalanceProviders, proxy_kind: str
+) -> None:
+    channel = make_channel(type=ChannelType.OPENAI_SB, key=KEY, base_url=providers.base_url)
+    with HttpProxy() as http_proxy, SocksProxy(username="ops", password="s3cret") as socks:
+        url = http_proxy.url if proxy_kind == "http" else socks.url()
+        with override_settings(RELAY_PROXY=url):
+            assert balance.update_balance(channel.pk) > 0
+        through = http_proxy.requests if proxy_kind == "http" else socks.connects
+        assert len(through) == 1, through

@@ -50,8 +50,8 @@ class HttpProxy:
     def stop(self) -> None:
         if self._loop is None:
             return
-        if self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -65,6 +65,16 @@ class HttpProxy:
         self.stop()
 
     # ------------------------------------------------------------------ loop side
+
+    async def _shutdown(self) -> None:
+        """Stop listening and end the connections still open (no task left pending)."""
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _startup(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, 0)

@@ -67,6 +67,7 @@ def run_settings(
         ("NODE_TYPE", "boss"),
         ("METRIC_SUCCESS_RATE_THRESHOLD", "1.5"),
         ("RELAY_PROXY", "ftp://x"),
+        ("USER_CONTENT_REQUEST_PROXY", "socks4://127.0.0.1:1080"),
         ("BATCH_UPDATE_ENABLED", "maybe"),
         ("FRONTEND_BASE_URL", "example.com"),
         ("GEMINI_SAFETY_SETTING", "LOUD"),
@@ -86,6 +87,14 @@ def test_bad_variable_fails_startup_naming_it(tmp_path, variable, value):
         ("django.core.exceptions.ImproperlyConfigured: ", "oneapi.dsn.DSNError: ")
     )
     assert variable in last_line
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://127.0.0.1:3128", "HTTPS://proxy:443", "socks5://u:p@h:1080", "socks5h://h:1"]
+)
+def test_the_proxy_schemes_one_api_takes_are_accepted(tmp_path, proxy):
+    result = run_settings(tmp_path, RELAY_PROXY=proxy, USER_CONTENT_REQUEST_PROXY=proxy)
+    assert result.returncode == 0, result.stderr
 
 
 def test_control_run_succeeds(tmp_path):

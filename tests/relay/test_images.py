@@ -20,6 +20,7 @@ from relay.errors import RelayError
 from relay.http import Request
 from tests.fakes.http_proxy import HttpProxy
 from tests.fakes.image_host import FakeImageHost, jpeg, png
+from tests.fakes.socks_proxy import SocksProxy
 
 ALLOW_PRIVATE = override_settings(IMAGE_FETCH_ALLOW_PRIVATE=True)
 
@@ -301,3 +302,12 @@ def test_fetches_go_through_the_user_content_proxy(host: FakeImageHost) -> None:
         to_metadata = f"{url.replace('png/30x20.png', 'redirect')}?to=http://169.254.169.254/"
         assert "169.254.169.254 is a private address" in refusal(fetch(to_metadata))
     assert proxy.requests == [("GET", url), ("GET", url), ("GET", to_metadata)]
+
+
+def test_fetches_go_through_a_socks5_user_content_proxy(host: FakeImageHost) -> None:
+    url = f"http://localhost:{host.port}/png/40x30.png"
+    with SocksProxy() as proxy, override_settings(USER_CONTENT_REQUEST_PROXY=proxy.url("socks5h")):
+        assert measure(url) == (40, 30)
+        assert "127.0.0.1 is a private address" in refusal(fetch(f"{host.base_url}/png/1x1.png"))
+    # The name reached the proxy unresolved.
+    assert proxy.connects == [(None, "localhost", host.port)]
