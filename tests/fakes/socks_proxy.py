@@ -13,80 +13,35 @@ tell that names reached the proxy unresolved.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import struct
-import threading
-from typing import Self
+
+from tests.fakes.stream_server import StreamServer, pipe
 
 __all__ = ["SocksProxy"]
 
-CHUNK = 64 * 1024
 NO_AUTH, USERNAME_PASSWORD, NO_ACCEPTABLE = 0x00, 0x02, 0xFF
 CONNECT = 0x01
 IPV4, DOMAIN, IPV6 = 0x01, 0x03, 0x04
 SUCCEEDED, GENERAL_FAILURE, COMMAND_NOT_SUPPORTED = 0x00, 0x01, 0x07
 
 
-class SocksProxy:
+class SocksProxy(StreamServer):
+    thread_name = "socks-proxy"
+
     def __init__(
         self, username: str | None = None, password: str | None = None, host: str = "127.0.0.1"
     ) -> None:
         self.credentials = (username, password) if username is not None else None
-        self.host = host
-        self.port = 0
+        super().__init__(host)
         self.connects: list[tuple[str | None, str, int]] = []
         self.refused_logins = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
 
     def url(self, scheme: str = "socks5") -> str:
         if self.credentials is None:
             return f"{scheme}://{self.host}:{self.port}"
         username, password = self.credentials
         return f"{scheme}://{username}:{password}@{self.host}:{self.port}"
-
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="socks-proxy", daemon=True)
-        self._thread.start()
-        self._loop = loop
-        asyncio.run_coroutine_threadsafe(self._startup(), loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ loop side
-
-    async def _shutdown(self) -> None:
-        """Stop listening and end the connections still open (no task left pending)."""
-        if self._server is not None:
-            self._server.close()
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _startup(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -124,7 +79,7 @@ class SocksProxy:
         writer.write(_reply(SUCCEEDED))
         await writer.drain()
         await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+            pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True
         )
 
     async def _login(
@@ -156,14 +111,3 @@ async def _read_address(reader: asyncio.StreamReader, kind: int) -> str:
 
 def _reply(status: int) -> bytes:
     return bytes([5, status, 0, IPV4, 0, 0, 0, 0, 0, 0])
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
