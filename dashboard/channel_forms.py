@@ -90,7 +90,14 @@ class ChannelForm(ConsoleForm):
         label=_("Model mapping"),
         required=False,
         strip=False,
-        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "data-json-object": ""}),
+        widget=forms.Textarea(
+            attrs={
+                "rows": 4,
+                "spellcheck": "false",
+                # console.js checks it as you type (the server decides on submit).
+                "data-json-object": _("Not a JSON object of model names."),
+            }
+        ),
         help_text=_(
             'A JSON object: requested model → model sent upstream, e.g. {"gpt-4": "gpt-4o"}.'
         ),

@@ -68,6 +68,35 @@
     }
   });
 
+  // A textarea that must hold a JSON object (a channel's model mapping) says so as you type,
+  // with the message its data-json-object attribute carries; the server decides on submit.
+  function jsonObjectProblem(text) {
+    if (!text.trim()) return false;
+    try {
+      const value = JSON.parse(text);
+      return value === null || typeof value !== "object" || Array.isArray(value);
+    } catch (error) {
+      return true;
+    }
+  }
+
+  document.addEventListener("input", function (event) {
+    const area = event.target;
+    if (!(area instanceof HTMLTextAreaElement) || !area.hasAttribute("data-json-object")) return;
+    const problem = jsonObjectProblem(area.value);
+    let hint = document.getElementById(area.id + "-json-hint");
+    if (!hint) {
+      hint = document.createElement("p");
+      hint.id = area.id + "-json-hint";
+      hint.className = "errorlist json-hint";
+      hint.setAttribute("aria-live", "polite");
+      area.after(hint);
+    }
+    hint.textContent = problem ? area.dataset.jsonObject : "";
+    hint.hidden = !problem;
+    area.setAttribute("aria-invalid", problem ? "true" : "false");
+  });
+
   // A notice stays hidden once dismissed, until its text changes.
   function fingerprint(text) {
     let hash = 0;
