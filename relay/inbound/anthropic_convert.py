@@ -116,8 +116,8 @@ def image_part(block: Block, strict: bool) -> Block | None:
     url = None
     if source.get("type") == "base64" and source.get("data"):
         url = f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"
-    elif source.get("type") == "url" and source.get("url"):
-        url = str(source["url"])
+    elif source.get("type") == "url" and isinstance(source.get("url"), str) and source["url"]:
+        url = source["url"]
     if url is not None:
         return {"type": "image_url", "image_url": {"url": url}}
     if strict:

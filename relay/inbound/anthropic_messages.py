@@ -75,7 +75,8 @@ async def count_tokens(request: Request) -> Response:
         convert.check_request(body, needs_max_tokens=False)
         model = str(body["model"])
         auth.check_model_allowed(caller.key, model)
-        response = json_response(200, {"input_tokens": prompt_tokens(body, model, caller)})
+        tokens = await prompt_tokens(body, model, caller)
+        response = json_response(200, {"input_tokens": tokens})
     except RelayError as error:
         response = error_response(error, request.request_id)
     add_request_id(response, request.request_id)
@@ -98,11 +99,12 @@ def error_response(error: RelayError, request_id: str) -> Response:
     return json_response(error.status, body, error.headers)
 
 
-def prompt_tokens(body: dict[str, Any], model: str, caller: Caller) -> int:
-    """Counted on the chat form of the request, like a chat request's prompt; blocks without
-    an OpenAI counterpart count for nothing."""
+async def prompt_tokens(body: dict[str, Any], model: str, caller: Caller) -> int:
+    """Counted on the chat form of the request, like a chat request's prompt (URL images
+    fetched to be measured); blocks without an OpenAI counterpart count for nothing."""
     payload = convert.to_openai_request(body, strict=False)
-    return text.count_prompt(payload, RelayMode.CHAT, model, caller)
+    tokens = text.count_prompt(payload, RelayMode.CHAT, model, caller)
+    return tokens + await usage.count_remote_images(payload.get("messages"), model)
 
 
 async def _relay(request: Request) -> Response | StreamResponse:
@@ -112,7 +114,8 @@ async def _relay(request: Request) -> Response | StreamResponse:
     convert.check_request(body)
     model = str(body["model"])
     auth.check_model_allowed(caller.key, model)
-    job = MessagesJob(request, caller, body, model, prompt_tokens(body, model, caller), started)
+    tokens = await prompt_tokens(body, model, caller)
+    job = MessagesJob(request, caller, body, model, tokens, started)
     return await run_attempts(caller, model, job.attempt, job.prompt_tokens)
 
 

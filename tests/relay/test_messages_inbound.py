@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from django.test import override_settings
 
 from billing import pricing
 from billing.models import Log
@@ -19,12 +20,15 @@ from channels_mgmt.services import update_channel
 from oneapi.options import set_option
 from relay.adaptors import vertex
 from relay.catalog import ChannelType
+from relay.errors import RelayError
 from relay.inbound import anthropic_convert as convert
 from relay.streaming import LineSplitter
 from relay.tokens import count_text_tokens
+from relay.usage import image_tokens
 from tests.factories import make_channel
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.bedrock_upstream import FakeBedrock
+from tests.fakes.image_host import FakeImageHost
 from tests.fakes.vertex_upstream import FakeVertex
 from tests.relay.conftest import KEY, World
 from tests.relay_harness import RelayClient, Result
@@ -843,6 +847,37 @@ def test_count_tokens_counts_locally_and_charges_nothing(
     world.refresh()
     assert Log.objects.count() == 0
     assert world.user.used_quota == 0
+
+
+def test_url_images_are_fetched_and_counted_like_a_chat_requests(
+    world: World, claude: Channel, anthropic: FakeAnthropic, sdk_client: RelayClient
+) -> None:
+    def body(*urls: str) -> dict[str, Any]:
+        images = [{"type": "image", "source": {"type": "url", "url": url}} for url in urls]
+        content = [{"type": "text", "text": "What is in the picture?"}, *images]
+        return messages_body(messages=[{"role": "user", "content": content}])
+
+    with FakeImageHost() as host, override_settings(IMAGE_FETCH_ALLOW_PRIVATE=True):
+        plain, with_image, with_missing = (
+            post(sdk_client, payload, path="/v1/messages/count_tokens").json()["input_tokens"]
+            for payload in (
+                body(),
+                body(f"{host.base_url}/png/1024x1024.png"),
+                body(f"{host.base_url}/missing"),
+            )
+        )
+        fetched = [request.path for request in host.requests]
+
+    assert with_image - plain == image_tokens(1024, 1024, "high", CLAUDE) == 765
+    assert with_missing == plain  # an image that cannot be fetched counts nothing
+    assert fetched == ["/png/1024x1024.png", "/missing"]
+
+
+def test_an_image_url_that_is_not_a_string_is_no_image() -> None:
+    block = {"type": "image", "source": {"type": "url", "url": {"href": "http://x/a.png"}}}
+    assert convert.image_part(block, strict=False) is None
+    with pytest.raises(RelayError, match="image source type 'url'"):
+        convert.image_part(block, strict=True)
 
 
 def test_count_tokens_checks_the_key(world: World, sdk_client: RelayClient) -> None:
