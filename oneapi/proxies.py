@@ -17,16 +17,15 @@ SOCKS_SCHEMES = ("socks5://", "socks5h://")
 
 
 def is_socks(proxy: str | None) -> bool:
-    return bool(proxy) and proxy.lower().startswith(SOCKS_SCHEMES)  # type: ignore[union-attr]
+    return proxy is not None and proxy.lower().startswith(SOCKS_SCHEMES)
 
 
 def aiohttp_connector(proxy: str | None, **options: Any) -> aiohttp.TCPConnector:
     """A connector for a session whose requests go through `proxy` (TCPConnector options)."""
-    if not is_socks(proxy):
+    if proxy is None or not is_socks(proxy):
         return aiohttp.TCPConnector(**options)
     from aiohttp_socks import ProxyConnector
 
-    assert proxy is not None
     options.pop("resolver", None)  # the proxy resolves the hosts
     url = "socks5://" + proxy.split("://", 1)[1]
     return ProxyConnector.from_url(url, rdns=True, **options)
