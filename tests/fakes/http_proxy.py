@@ -48,7 +48,8 @@ class HttpProxy(StreamServer):
             await self._tunnel(target, reader, writer)
             return
         parts = urlsplit(target)
-        if parts.scheme != "http" or not parts.hostname:
+        # aiohttp names a ws:// URL as it is (wss:// goes through CONNECT).
+        if parts.scheme not in ("http", "ws") or not parts.hostname:
             writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             writer.close()
@@ -61,8 +62,11 @@ class HttpProxy(StreamServer):
             for line in header_lines
             if line.split(b":", 1)[0].strip().lower() not in HOP_BY_HOP
         ]
+        # A WebSocket handshake (Upgrade) keeps its connection: the tunnel then carries frames.
+        upgrade = any(line.split(b":", 1)[0].strip().lower() == b"upgrade" for line in headers)
+        connection = b"Connection: Upgrade" if upgrade else b"Connection: close"
         forwarded = b"\r\n".join(
-            [f"{method} {path} {version}".encode("latin-1"), *headers, b"Connection: close"]
+            [f"{method} {path} {version}".encode("latin-1"), *headers, connection]
         )
         await self._forward(
             parts.hostname, parts.port or 80, forwarded + b"\r\n\r\n", reader, writer

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import orjson
 import pytest
+from django.test import override_settings
 
 from billing import pricing
 from billing.models import Log
@@ -40,6 +41,8 @@ from relay.failures import UpstreamFailure
 from relay.http import Request
 from relay.modes import RelayMode
 from tests.factories import make_channel
+from tests.fakes.http_proxy import HttpProxy
+from tests.fakes.socks_proxy import SocksProxy
 from tests.fakes.xunfei_upstream import FakeXunfei
 from tests.relay.conftest import World
 
@@ -486,6 +489,19 @@ def test_a_normal_answer_through_send(spark: FakeXunfei) -> None:
 
     assert result["choices"][0]["message"] == {"role": "assistant", "content": spark.reply}
     assert result["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+
+
+@pytest.mark.parametrize("kind", ["http", "socks5"])
+def test_the_websocket_goes_through_the_relay_proxy(spark: FakeXunfei, kind: str) -> None:
+    with HttpProxy() as http_proxy, SocksProxy(username="ws", password="pw") as socks:
+        url = http_proxy.url if kind == "http" else socks.url()
+        with override_settings(RELAY_PROXY=url):
+            result = exchange(spark, chat(user("Hi")))
+        # Through the HTTP proxy: one upgraded GET (wss:// would be a CONNECT); SOCKS: a CONNECT.
+        through = http_proxy.requests if kind == "http" else socks.connects
+    assert result["choices"][0]["message"]["content"] == spark.reply
+    assert len(through) == 1, through
+    assert spark.last_connection.refused is None
 
 
 def test_a_stream_through_send(spark: FakeXunfei) -> None:
