@@ -16,27 +16,32 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, router
+from django.db.models import Field
 from django.db.models.constants import OnConflict
 
 from billing.models import Log
 
 
 @functools.cache
+def _fields() -> tuple[Field, ...]:
+    """Log's columns but the id, in the statement's order."""
+    return tuple(field for field in Log._meta.concrete_fields if not field.primary_key)
+
+
+@functools.cache
 def _columns() -> tuple[tuple[str, Any], ...]:
-    """The attribute name and default of each of Log's columns but the id."""
-    fields = [field for field in Log._meta.concrete_fields if not field.primary_key]
-    return tuple((field.attname, field.get_default()) for field in fields)
+    """The attribute name and default of each column."""
+    return tuple((field.attname, field.get_default()) for field in _fields())
 
 
 @functools.cache
 def _statement(alias: str) -> str:
-    connection = connections[alias]
-    operations = connection.ops
-    fields = [field for field in Log._meta.concrete_fields if not field.primary_key]
+    operations = connections[alias].ops
+    fields = _fields()
     columns = ", ".join(operations.quote_name(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     insert = operations.insert_statement(on_conflict=OnConflict.IGNORE)
-    suffix = operations.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
+    suffix = operations.on_conflict_suffix_sql(list(fields), OnConflict.IGNORE, None, None)
     table = operations.quote_name(Log._meta.db_table)
     return f"{insert} {table} ({columns}) VALUES ({placeholders}) {suffix}".rstrip()
 
